@@ -1,0 +1,61 @@
+"""What the engine hands to removal and regrowth rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..nn.sparse_linear import SparseLinear
+
+__all__ = ["LayerView", "UpdateContext"]
+
+
+@dataclass
+class LayerView:
+    """One sparse layer as a rule sees it.
+
+    Attributes:
+        name: fully qualified module name, e.g. ``"blocks.0.mlp.up"``.
+        module: the layer itself.
+        mask: the current mask, bool ``(out, in)``; for regrowth rules this is the mask after removal.
+        grad: the dense (unmasked) gradient of the last step, present only for rules that declare ``needs_grad``.
+    """
+
+    name: str
+    module: SparseLinear
+    mask: Tensor
+    grad: Tensor | None = None
+
+    @property
+    def weight(self) -> Tensor:
+        return self.module.weight.detach()
+
+
+@dataclass
+class UpdateContext:
+    """Schedule values and randomness of one topology update.
+
+    Attributes:
+        step: optimizer steps taken so far.
+        update_index: 1 for the first topology update, 2 for the second, ...
+        progress: fraction of the topology-update phase done, in [0, 1].
+        zeta: fraction of active links removed at this update.
+        temperature: soft-removal temperature T (larger is closer to top-k by magnitude).
+        generator: the random generator on the layer's device; use it for every draw so runs are reproducible.
+        options: the method's extra options (e.g. ``mest_lambda``).
+    """
+
+    step: int
+    update_index: int
+    progress: float
+    zeta: float
+    temperature: float
+    generator: torch.Generator
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def rand_like(self, t: Tensor) -> Tensor:
+        """U(0, 1) numbers shaped like ``t`` drawn from this update's generator."""
+        return torch.rand(t.shape, generator=self.generator, device=t.device, dtype=torch.float32)

@@ -1,0 +1,386 @@
+"""DynamicSparsifier: prune-and-grow written once, for every method.
+
+The removal rule scores active links, the regrowth rule scores non-links; this engine does the rest: it keeps the
+removed and regrown sets disjoint, conserves the number of links (or follows the density schedule), starts new
+weights at 0, resets optimizer state at changed positions, applies active-neuron percolation, and keeps masks
+identical across DDP ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import check_density
+from ..nn.sparse_linear import SparseLinear
+from ..nn.sparsify import FilterFn, sparse_layers, sparsify_
+from ..topology.allocation import ALLOCATIONS
+from ..topology.percolation import Junction, active_neuron_fraction, layer_active_fraction, percolate
+from .context import LayerView, UpdateContext
+from .methods import MethodConfig, resolve_method
+from .regrowth import REGROWTHS
+from .removal import REMOVALS
+from .schedules import DENSITY_SCHEDULES, TEMPERATURE_SCHEDULES, ZETA_SCHEDULES
+from .selection import keep_top, select_regrowth
+
+__all__ = ["DynamicSparsifier", "auto_junctions"]
+
+
+def auto_junctions(model: nn.Module, layers: Mapping[str, SparseLinear]) -> list[Junction]:
+    """Junctions along which percolation runs.
+
+    A model may declare them with a method ``sparse_junctions() -> list[Junction]`` (sparsebrain's models do).
+    Otherwise consecutive sparse layers in registration order form a chain wherever the outputs of one match the
+    inputs of the next (a plain MLP); declare junctions explicitly for anything with skips or branches.
+    """
+    declared = getattr(model, "sparse_junctions", None)
+    if callable(declared):
+        return [j for j in declared() if all(n in layers for n in (*j.producers, *j.consumers))]
+    names = list(layers)
+    return [
+        Junction(producers=(a,), consumers=(b,))
+        for a, b in zip(names, names[1:])
+        if layers[a].out_features == layers[b].in_features
+    ]
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+class DynamicSparsifier:
+    """Dynamic sparse training of a model's linear layers: call :meth:`step` after ``optimizer.step()``.
+
+    Args:
+        model: the model; its chosen ``nn.Linear`` layers are made sparse unless it already has ``SparseLinear``.
+        optimizer: the optimizer of ``model`` (its state is reset where links change); may be None.
+        method: a preset name (see :func:`sparsebrain.list_methods`) or a ``MethodConfig``.
+        density: target fraction of links kept in the sparse layers, in (0, 1].
+        total_steps: number of optimizer steps of the whole training; needed by every non-constant schedule
+            and by ``end_fraction``. Without it, topology updates never stop.
+        filter_fn: ``(fqn, module) -> bool`` choosing the sparse layers (default: the model's own
+            ``sparse_filter`` or every Linear but the last).
+        seed: seed of the engine's random generator; default drawn from torch's global generator.
+        junctions: "auto", or an explicit list of :class:`~sparsebrain.topology.percolation.Junction`.
+        **overrides: any ``MethodConfig`` field, e.g. ``regrowth="ch3_l3p"``, ``update_interval=500``.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> sp = DynamicSparsifier(model, opt, method="set", density=0.2, total_steps=100, update_interval=10)
+        >>> round(sp.stats()["density"], 2)
+        0.2
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        method: str | MethodConfig = "chtss",
+        density: float = 0.05,
+        total_steps: int | None = None,
+        filter_fn: FilterFn | None = None,
+        *,
+        seed: int | None = None,
+        junctions: Literal["auto"] | Sequence[Junction] = "auto",
+        **overrides: Any,
+    ) -> None:
+        self.config = resolve_method(method, **overrides)
+        self.density = check_density(density)
+        if total_steps is not None and (isinstance(total_steps, bool) or int(total_steps) != total_steps or total_steps < 1):
+            raise ValueError(f"total_steps must be a positive integer or None, got {total_steps!r}")
+        if total_steps is None and self.config.sparse and self.config.dynamic and self.config.needs_total_steps():
+            raise ValueError(
+                f"method {self.config.name!r} uses a schedule that depends on the length of training "
+                "(density, zeta or temperature); pass total_steps"
+            )
+        self.model = model
+        self.optimizer = optimizer
+        self.total_steps = total_steps
+        cfg = self.config
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        if _distributed():  # every rank must draw the same numbers
+            t = torch.tensor([seed], dtype=torch.int64)
+            torch.distributed.broadcast(t, src=0)
+            seed = int(t.item())
+        self.seed = seed
+        self._generators: dict[str, torch.Generator] = {}
+        self._step = 0
+        self._updates = 0
+        self._last: dict[str, dict[str, int]] = {}
+
+        self.layers: dict[str, SparseLinear] = {}
+        if cfg.sparse:
+            existing = sparse_layers(model)
+            if existing:
+                self.layers = {n: m for n, m in existing.items() if filter_fn is None or filter_fn(n, m)}
+                if not self.layers:
+                    raise ValueError(f"filter_fn matched none of the model's SparseLinear layers: {list(existing)}")
+            else:
+                start = cfg.initial_density if cfg.initial_density is not None else self.density
+                self.layers = sparsify_(
+                    model,
+                    start,
+                    filter_fn,
+                    cfg.init,
+                    init_kwargs=cfg.init_kwargs,
+                    allocation=cfg.allocation,
+                    weight_init=cfg.weight_init,
+                    generator=self._generator(next(model.parameters()).device),
+                )
+            self._reset_optimizer_state({n: torch.zeros_like(m.mask) for n, m in self.layers.items()})
+        self._param_names = self._parameter_names()
+        self.junctions: list[Junction] = (
+            (auto_junctions(model, self.layers) if junctions == "auto" else list(junctions)) if cfg.percolation else []
+        )
+        self._set_capture()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # schedule
+
+    @property
+    def t_end(self) -> int | None:
+        """Last step at which the topology may change (``end_fraction * total_steps``), None if unbounded."""
+        return None if self.total_steps is None else int(self.config.end_fraction * self.total_steps)
+
+    @property
+    def num_updates(self) -> int | None:
+        """Number of topology updates in the whole run, None if unbounded."""
+        return None if self.t_end is None else self.t_end // self.config.update_interval
+
+    def is_update_step(self, step: int) -> bool:
+        """Whether the ``step``-th call of :meth:`step` (counting from 1) rewires the topology."""
+        cfg = self.config
+        if not (cfg.sparse and cfg.dynamic) or step < 1 or step % cfg.update_interval:
+            return False
+        return self.t_end is None or step <= self.t_end
+
+    def scheduled_density(self, update_index: int) -> float:
+        """Target overall density after the ``update_index``-th update (0 = the start)."""
+        cfg = self.config
+        start = cfg.initial_density if cfg.initial_density is not None else self.density
+        n = self.num_updates
+        p = 1.0 if not n else min(update_index / n, 1.0)
+        if update_index == 0:
+            p = 0.0
+        return DENSITY_SCHEDULES.get(cfg.density_schedule)(p, start, self.density)
+
+    def _progress(self, step: int) -> float:
+        return 0.0 if not self.t_end else min(step / self.t_end, 1.0)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # training-loop API
+
+    def step(self) -> bool:
+        """Advances one optimizer step; on update steps rewires the topology. Returns True if it did."""
+        if not self.config.sparse:
+            self._step += 1
+            return False
+        nxt = self._step + 1
+        updated = False
+        if self.is_update_step(nxt):
+            self._update(nxt)  # raises (changing nothing, step counter included) on non-finite weights
+            updated = True
+        self._step = nxt
+        self._set_capture()
+        return updated
+
+    def _set_capture(self) -> None:
+        cfg = self.config
+        rules = [REMOVALS.get(cfg.removal)] + ([REGROWTHS.get(cfg.regrowth)] if cfg.regrowth else [])
+        want = any(getattr(r, "needs_grad", False) for r in rules) and self.is_update_step(self._step + 1)
+        for layer in self.layers.values():
+            layer.capture_dense_grad = want
+            layer.dense_grad = None
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            g = torch.Generator(device=device)
+            g.manual_seed(self.seed)
+            self._generators[key] = g
+        return self._generators[key]
+
+    # ----------------------------------------------------------------------------------------------------------
+    # the topology update
+
+    def _targets(self, density: float) -> dict[str, int]:
+        shapes = [tuple(m.mask.shape) for m in self.layers.values()]
+        densities = ALLOCATIONS.get(self.config.allocation)(shapes, density)
+        return {n: round(d * m.mask.numel()) for (n, m), d in zip(self.layers.items(), densities)}
+
+    @torch.no_grad()
+    def _update(self, step: int) -> None:
+        cfg = self.config
+        for name, layer in self.layers.items():
+            if not torch.isfinite(layer.weight).all():
+                raise FloatingPointError(
+                    f"non-finite (NaN or inf) weights in sparse layer {name!r} at step {step}; "
+                    "the topology was left unchanged"
+                )
+        index = self._updates + 1
+        p = self._progress(step)
+        zeta = ZETA_SCHEDULES.get(cfg.zeta_schedule)(p, cfg.zeta, 0.0)
+        temperature = TEMPERATURE_SCHEDULES.get(cfg.temperature_schedule)(p, *cfg.temperature)
+        targets = self._targets(self.scheduled_density(index))
+        removal = REMOVALS.get(cfg.removal)
+        density_removal = REMOVALS.get(cfg.density_removal)
+        regrowth = REGROWTHS.get(cfg.regrowth) if cfg.regrowth else None
+        grads = self._dense_grads()
+
+        def ctx_for(layer: SparseLinear) -> UpdateContext:
+            gen = self._generator(layer.weight.device)
+            return UpdateContext(step, index, p, zeta, temperature, gen, cfg.options)
+
+        old = {n: m.mask.clone() for n, m in self.layers.items()}
+        masks = dict(old)
+        for name, layer in self.layers.items():
+            ctx = ctx_for(layer)
+            mask = masks[name]
+            n_active = int(mask.sum())
+            if n_active > targets[name]:  # the density schedule asks for fewer links
+                scores = density_removal(LayerView(name, layer, mask, grads.get(name)), ctx)
+                mask = keep_top(scores, mask, targets[name])
+                n_active = targets[name]
+            n_remove = round(zeta * n_active) if regrowth is not None else 0
+            if n_remove:
+                scores = removal(LayerView(name, layer, mask, grads.get(name)), ctx)
+                mask = keep_top(scores, mask, n_active - n_remove)
+            masks[name] = mask
+        if self.junctions:
+            masks, _ = percolate(masks, self.junctions)
+        for name, layer in self.layers.items():
+            n_grow = targets[name] - int(masks[name].sum())
+            if regrowth is None or n_grow <= 0:
+                continue
+            ctx = ctx_for(layer)
+            scores = regrowth(LayerView(name, layer, masks[name], grads.get(name)), ctx)
+            # Candidates are links absent before this update: nothing removed now is regrown now.
+            grown = select_regrowth(scores, ~old[name], n_grow, cfg.regrowth_sampling, ctx.generator)
+            masks[name] = masks[name] | grown
+        if _distributed():  # rank 0's topology is the topology; ranks agree already when their inputs agree
+            for name in self.layers:
+                buf = masks[name].to(torch.uint8)
+                torch.distributed.broadcast(buf, src=0)
+                masks[name] = buf.bool()
+        self._apply(old, masks)
+        self._updates = index
+
+    def _dense_grads(self) -> dict[str, Tensor]:
+        grads = {n: m.dense_grad for n, m in self.layers.items() if m.dense_grad is not None}
+        if _distributed() and grads:
+            world = torch.distributed.get_world_size()
+            for g in grads.values():
+                torch.distributed.all_reduce(g)
+                g.div_(world)
+        return grads
+
+    def _apply(self, old: Mapping[str, Tensor], new: Mapping[str, Tensor]) -> None:
+        kept: dict[str, Tensor] = {}
+        for name, layer in self.layers.items():
+            stay = old[name] & new[name]
+            removed = int(old[name].sum()) - int(stay.sum())
+            grown = int(new[name].sum()) - int(stay.sum())
+            layer.mask.copy_(new[name])
+            layer.weight.mul_(stay)  # removed links vanish, regrown links start at 0
+            kept[name] = stay
+            self._last[name] = {"removed": removed, "regrown": grown}
+        self._reset_optimizer_state(kept)
+
+    def _reset_optimizer_state(self, keep: Mapping[str, Tensor]) -> None:
+        """Zeroes optimizer state (momentum, Adam moments, ...) of each sparse weight wherever ``keep`` is False."""
+        if self.optimizer is None:
+            return
+        for name, layer in self.layers.items():
+            state = self.optimizer.state.get(layer.weight)
+            if not state:
+                continue
+            for value in state.values():
+                if torch.is_tensor(value) and value.shape == layer.weight.shape:
+                    value.mul_(keep[name] & layer.mask)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # reporting and checkpointing
+
+    def stats(self) -> dict[str, Any]:
+        """Per-layer density, links, active-neuron fractions and the links changed at the last update.
+
+        Returns a dict with ``step``, ``updates``, ``density`` (over all sparse layers), ``anp`` (active neurons /
+        all neurons, see :func:`~sparsebrain.topology.percolation.active_neuron_fraction`) and ``layers``.
+        """
+        layers: dict[str, Any] = {}
+        links = total = 0
+        for name, layer in self.layers.items():
+            n = int(layer.mask.sum())
+            a_in, a_out = layer_active_fraction(layer.mask)
+            last = self._last.get(name, {"removed": 0, "regrown": 0})
+            layers[name] = {
+                "density": n / layer.mask.numel(),
+                "links": n,
+                "anp_in": a_in,
+                "anp_out": a_out,
+                "removed": last["removed"],
+                "regrown": last["regrown"],
+                "changed_fraction": last["regrown"] / n if n else 0.0,
+            }
+            links += n
+            total += layer.mask.numel()
+        masks = {n: m.mask for n, m in self.layers.items()}
+        junctions = self.junctions or auto_junctions(self.model, self.layers)
+        return {
+            "step": self._step,
+            "updates": self._updates,
+            "density": links / total if total else 1.0,
+            "anp": active_neuron_fraction(masks, junctions) if masks else 1.0,
+            "layers": layers,
+        }
+
+    def _parameter_names(self) -> dict[str, str]:
+        by_id = {id(p): n for n, p in self.model.named_parameters()}
+        return {name: by_id.get(id(layer.weight), f"{name}.weight") for name, layer in self.layers.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume identically (masks and weights travel in ``model.state_dict()``).
+
+        Per-layer entries are keyed by the weight's parameter name (``"0.weight"``); random generator states
+        are included so a resumed run draws the same numbers.
+        """
+        return {
+            "method": self.config.name,
+            "density": self.density,
+            "total_steps": self.total_steps,
+            "seed": self.seed,
+            "step": self._step,
+            "updates": self._updates,
+            "generators": {k: g.get_state() for k, g in self._generators.items()},
+            "layers": {self._param_names[n]: dict(self._last.get(n, {})) for n in self.layers},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores :meth:`state_dict`; the model's state (masks, weights) is loaded separately."""
+        expected = set(self._param_names.values())
+        got = set(state["layers"])
+        if got != expected:
+            raise ValueError(
+                f"sparsifier state is for layers {sorted(got)}, but this sparsifier has {sorted(expected)}"
+            )
+        self.seed = int(state["seed"])
+        self._step = int(state["step"])
+        self._updates = int(state["updates"])
+        for key, gen_state in state["generators"].items():
+            self._generator(torch.device(key)).set_state(gen_state)
+        by_param = {v: k for k, v in self._param_names.items()}
+        self._last = {by_param[p]: dict(v) for p, v in state["layers"].items() if v}
+        self._set_capture()
+
+    def __repr__(self) -> str:
+        steps = "unbounded" if self.total_steps is None else self.total_steps
+        return (
+            f"DynamicSparsifier(method={self.config.name!r}, density={self.density}, layers={len(self.layers)}, "
+            f"total_steps={steps}, step={self._step})"
+        )
+

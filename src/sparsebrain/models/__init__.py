@@ -1,0 +1,5 @@
+"""Models whose sparse layers and percolation chains are declared."""
+
+from .mlp import MLP
+
+__all__ = ["MLP"]

@@ -1,0 +1,59 @@
+"""Pure functions on masks: initial topologies, density allocation, link predictors, sampling, percolation.
+
+Tensors in, tensors out: nothing here knows about optimizers or modules. A mask is bool ``(out, in)``, like
+``nn.Linear.weight``: the bipartite graph between ``in`` input nodes and ``out`` output nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .allocation import ALLOCATIONS, erk, uniform
+from .initial import INITS, brf, bsf, bsw, csti, er, initial_mask
+from .link_prediction import LINK_PREDICTORS, ch2_l3n, ch2_l3p, ch3_l3n, ch3_l3p
+from .percolation import Junction, active_neuron_fraction, alive_neurons, layer_active_fraction, percolate
+from .sampling import frechet_scores, uniform_scaled_topk, weighted_sample_without_replacement
+from .swi import swi_
+
+__all__ = [
+    "ALLOCATIONS",
+    "INITS",
+    "LINK_PREDICTORS",
+    "Junction",
+    "active_neuron_fraction",
+    "alive_neurons",
+    "brf",
+    "bsf",
+    "bsw",
+    "ch2_l3n",
+    "ch2_l3p",
+    "ch3_l3n",
+    "ch3_l3p",
+    "csti",
+    "er",
+    "erk",
+    "frechet_scores",
+    "initial_mask",
+    "layer_active_fraction",
+    "percolate",
+    "register_init",
+    "swi_",
+    "uniform",
+    "uniform_scaled_topk",
+    "weighted_sample_without_replacement",
+]
+
+
+def register_init(name: str) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    """Registers an initial topology ``fn(shape, density, *, generator=None, device=None, **kw) -> bool mask``.
+
+    Example:
+        >>> @register_init("diagonal_band")
+        ... def diagonal_band(shape, density, *, generator=None, device=None): ...
+    """
+
+    def deco(fn: Callable[..., object]) -> Callable[..., object]:
+        INITS.register(name, fn)
+        return fn
+
+    return deco

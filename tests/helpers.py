@@ -1,0 +1,33 @@
+"""Test helpers: a tiny MLP task that trains in milliseconds on the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+import sparsebrain as sb
+
+
+def tiny_mlp(seed: int = 0) -> sb.models.MLP:
+    torch.manual_seed(seed)
+    return sb.models.MLP(20, [24, 24, 24], 5)
+
+
+def tiny_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A deterministic batch for ``step`` (independent of any global RNG state)."""
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(16, 20, generator=g)
+    y = torch.randint(0, 5, (16,), generator=g)
+    return x, y
+
+
+def train_steps(model, opt, sparsifier, start: int, stop: int, on_update=None) -> None:  # type: ignore[no-untyped-def]
+    for step in range(start, stop):
+        x, y = tiny_batch(step)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        before = {n: m.mask.clone() for n, m in sparsifier.layers.items()}
+        updated = sparsifier.step()
+        if updated and on_update is not None:
+            on_update(before)
+        opt.zero_grad(set_to_none=True)
