@@ -1,0 +1,162 @@
+"""Times one topology update of a 4096 x 11008 sparse layer per regrowth rule and density.
+
+Writes a JSON file under benchmarks/results/ with the device, library versions, the command and, per rule and
+density, the median wall time of (a) the regrowth score alone and (b) a whole ``DynamicSparsifier`` update
+(removal, regrowth scoring, selection, weight and optimizer-state reset). Path-based predictors (CH2-L3p, CH3-L3p)
+are O(N d^3); they run on the full layer only if a smaller layer's time extrapolates under ``--l3p-budget`` seconds,
+otherwise on the smaller layer, and the JSON says which shape was timed.
+
+    python benchmarks/topology_update.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import sparsebrain as sb
+from sparsebrain.dst.context import LayerView, UpdateContext
+from sparsebrain.dst.regrowth import REGROWTHS
+
+RULES = ["random", "gradient", "ch2_l3n", "ch3_l3n", "ch2_l3p", "ch3_l3p"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device: torch.device, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _setup(shape: tuple[int, int], density: float, rule: str, device: torch.device, seed: int):  # type: ignore[no-untyped-def]
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(shape[1], shape[0], bias=False, device=device))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    sp = sb.DynamicSparsifier(
+        model,
+        opt,
+        method="set",
+        density=density,
+        filter_fn=lambda fqn, m: True,
+        regrowth=rule,
+        regrowth_sampling="multinomial" if rule.startswith("ch") else "topk",
+        removal="soft_magnitude" if rule.startswith("ch") else "magnitude",
+        update_interval=1,
+        seed=seed,
+    )
+    x = torch.randn(64, shape[1], device=device)
+    return model, opt, sp, x
+
+
+def bench(shape: tuple[int, int], density: float, rule: str, device: torch.device, repeats: int, seed: int) -> dict:  # type: ignore[type-arg]
+    model, opt, sp, x = _setup(shape, density, rule, device, seed)
+    layer = next(iter(sp.layers.values()))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    ctx = UpdateContext(step=1, update_index=1, progress=0.0, zeta=0.3, temperature=1.0, generator=gen)
+
+    def one_step() -> None:
+        model(x).square().mean().backward()
+        opt.step()
+        sp.step()  # update_interval=1: every step is a topology update
+        opt.zero_grad(set_to_none=True)
+
+    def score_only() -> None:
+        grad = torch.randn_like(layer.weight) if rule == "gradient" else None
+        REGROWTHS.get(rule)(LayerView("0", layer, layer.mask, grad), ctx)
+
+    score_times = _timed(score_only, device, 1) + _timed(score_only, device, repeats)  # first is warm-up
+    one_step()  # warm-up (allocator, kernels)
+    update_times = _timed(one_step, device, repeats)
+    links = int(layer.mask.sum())
+    assert links == round(density * layer.mask.numel()), "link count drifted"
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {
+        "rule": rule,
+        "shape": list(shape),
+        "density": density,
+        "links": links,
+        "score_seconds_median": statistics.median(score_times[1:]),
+        "update_seconds_median": statistics.median(update_times),
+        "update_seconds_all": update_times,
+        "peak_gpu_memory_gib": peak,
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--shape", type=int, nargs=2, default=[4096, 11008], metavar=("OUT", "IN"))
+    ap.add_argument("--densities", type=float, nargs="+", default=[0.05, 0.3])
+    ap.add_argument("--rules", nargs="+", default=RULES)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--l3p-small", type=int, nargs=2, default=[1024, 2752], metavar=("OUT", "IN"))
+    ap.add_argument("--l3p-budget", type=float, default=120.0, help="seconds allowed for one full-size L3p update")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/topology_update_<device>.json)")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    shape = (args.shape[0], args.shape[1])
+    small = (args.l3p_small[0], args.l3p_small[1])
+    results = []
+    for density in args.densities:
+        for rule in args.rules:
+            if rule.endswith("_l3p"):
+                # O(N d^3): time a smaller layer first; scale by (N d^3) to decide whether the full layer is feasible.
+                r_small = bench(small, density, rule, device, 1, args.seed)
+                r_small["note"] = "smaller layer: path-based predictor"
+                lin = ((shape[0] * shape[1]) / (small[0] * small[1])) ** 0.5  # node degrees grow with width
+                scale = (sum(shape) / sum(small)) * lin**3
+                estimate = r_small["update_seconds_median"] * scale
+                r_small["full_size_estimate_seconds"] = estimate
+                results.append(r_small)
+                print(json.dumps(r_small), flush=True)
+                if estimate > args.l3p_budget:
+                    continue
+            r = bench(shape, density, rule, device, args.repeats, args.seed)
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    report = {
+        "benchmark": "topology_update",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "sparsebrain": sb.__version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "results": results,
+    }
+    out = Path(args.out or f"benchmarks/results/topology_update_{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

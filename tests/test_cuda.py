@@ -1,0 +1,67 @@
+"""On a CUDA device: predictors, sampling and a whole topology update stay on the GPU and agree with the CPU.
+
+Skipped where no GPU is present (CI); run on the GPU machine with ``python -m pytest tests/test_cuda.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sparsebrain as sb
+from sparsebrain.topology import LINK_PREDICTORS, frechet_scores
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("name", ["ch2_l3n", "ch3_l3n", "ch2_l3p", "ch3_l3p"])
+def test_link_predictors_on_cuda_match_cpu(name: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(300, 500, generator=g) < 0.05
+    fn = LINK_PREDICTORS.get(name)
+    cpu = fn(mask)
+    gpu = fn(mask.cuda())
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-5)
+
+
+def test_ch2_l3n_exact_counts_even_with_tf32_allowed() -> None:
+    """Common-neighbour counts above 2048 must stay exact (TF32 keeps 10 mantissa bits)."""
+    g = torch.Generator().manual_seed(1)
+    mask = torch.rand(64, 6000, generator=g) < 0.6
+    old = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        gpu = LINK_PREDICTORS.get("ch2_l3n")(mask.cuda()).cpu()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    cpu = LINK_PREDICTORS.get("ch2_l3n")(mask)
+    torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=1e-5)
+
+
+def test_frechet_scores_on_cuda_over_2_pow_24() -> None:
+    w = torch.rand(2**24 + 5, device="cuda")
+    s = frechet_scores(w, 2.0, torch.Generator(device="cuda").manual_seed(0))
+    assert s.device.type == "cuda" and s.shape == w.shape and bool(torch.isfinite(s).all())
+
+
+@pytest.mark.parametrize("method", ["set", "rigl", "chts", "chtss", "granet", "mest"])
+def test_update_on_cuda_keeps_invariants(method: str) -> None:
+    torch.manual_seed(0)
+    model = sb.models.MLP(64, [128, 128, 128], 10).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sp = sb.DynamicSparsifier(model, opt, method=method, density=0.1, total_steps=40, update_interval=2)
+    for _ in range(40):
+        x, y = torch.randn(32, 64, device="cuda"), torch.randint(0, 10, (32,), device="cuda")
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        sp.step()
+        opt.zero_grad()
+    assert sp.stats()["updates"] == 15
+    for layer in sp.layers.values():
+        assert layer.mask.device.type == "cuda"
+        assert int(layer.mask.sum()) == round(0.1 * layer.mask.numel())
+        assert torch.count_nonzero(layer.weight[~layer.mask]) == 0
+        for v in opt.state[layer.weight].values():
+            if torch.is_tensor(v) and v.shape == layer.weight.shape:
+                assert torch.count_nonzero(v[~layer.mask]) == 0
