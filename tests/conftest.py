@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_mlp
 
 import sparsebrain as sb
-from helpers import tiny_mlp
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Argument checks shared by the whole library: every bad value gets an error naming the parameter and what is allowed."""
+"""Argument checks shared by the library: every bad value gets an error naming the parameter and what is allowed."""
 
 from __future__ import annotations
 

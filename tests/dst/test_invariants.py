@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import train_steps
 
 import sparsebrain as sb
 import sparsebrain.dst.sparsifier as engine
-
-from helpers import tiny_batch, train_steps
 
 SPARSE_METHODS = [m for m in sb.list_methods() if m != "dense"]
 

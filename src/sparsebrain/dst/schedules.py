@@ -52,7 +52,7 @@ def sigmoid(p: float, start: float, end: float) -> float:
 
 
 def cubic(p: float, start: float, end: float) -> float:
-    """GMP / GraNet cubic schedule ``end + (start - end) (1 - p)^3`` (Zhu & Gupta). Example: ``cubic(1, 1, .1) == .1``."""
+    """GMP / GraNet cubic schedule ``end + (start - end) (1 - p)^3`` (Zhu & Gupta). ``cubic(1, 1, .1) == .1``."""
     p = min(max(p, 0.0), 1.0)
     return end + (start - end) * (1.0 - p) ** 3
 

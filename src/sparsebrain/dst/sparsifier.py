@@ -90,7 +90,8 @@ class DynamicSparsifier:
     ) -> None:
         self.config = resolve_method(method, **overrides)
         self.density = check_density(density)
-        if total_steps is not None and (isinstance(total_steps, bool) or int(total_steps) != total_steps or total_steps < 1):
+        bad_steps = isinstance(total_steps, bool) or (total_steps is not None and total_steps < 1)
+        if total_steps is not None and (bad_steps or int(total_steps) != total_steps):
             raise ValueError(f"total_steps must be a positive integer or None, got {total_steps!r}")
         if total_steps is None and self.config.sparse and self.config.dynamic and self.config.needs_total_steps():
             raise ValueError(
@@ -383,4 +384,3 @@ class DynamicSparsifier:
             f"DynamicSparsifier(method={self.config.name!r}, density={self.density}, layers={len(self.layers)}, "
             f"total_steps={steps}, step={self._step})"
         )
-

@@ -33,9 +33,7 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         sizes = [in_features, *hidden]
-        self.layers = nn.ModuleList(
-            nn.Linear(a, b, device=device, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:])
-        )
+        self.layers = nn.ModuleList(nn.Linear(a, b, device=device, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nn.Linear(sizes[-1], out_features, device=device, dtype=dtype)
         self.dropout = nn.Dropout(dropout)
 

@@ -104,12 +104,12 @@ class SparseLinear(nn.Module):
             f"bias={self.bias is not None}, density={self.density:.4f}"
         )
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]  # noqa: E501
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         # The mask buffer may be registered empty; accept the stored mask whatever our current one is.
         key = prefix + "mask"
         if key in state_dict:
             self.mask = torch.empty_like(state_dict[key], dtype=torch.bool, device=self.weight.device)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def __getstate__(self) -> dict:  # type: ignore[type-arg]
         # Hook handles are not picklable; deepcopy/pickle re-registers the hook in __setstate__.
