@@ -1,0 +1,289 @@
+"""Cannistraci-Hebb (CH) link predictors on the bipartite graph of a sparse layer.
+
+A layer's mask ``M`` of shape ``(out, in)`` is a bipartite graph; an output ``u`` and an input ``i`` are joined only by
+paths of length 3, ``u - z1 - z2 - i`` (``z1`` an input, ``z2`` an output). Every predictor returns an ``(out, in)``
+score that is 0 at existing links (only non-links are regrowth candidates) and 0 for isolated nodes.
+
+Local community of a candidate (u, i): the intermediate nodes of its L3 paths. For such a node ``z``, ``di(z)`` counts
+its links to other community members and ``de(z) = deg(z) - di(z) - 1`` its external links (the ``-1`` is the link to
+the seed). In a bipartite layer ``di(z1) = |N(z1) & N(i)|`` and ``di(z2) = |N(z2) & N(u)|``.
+
+- ``ch2_l3n`` / ``ch3_l3n`` (node-based): ``sum_z (1 + di) / (1 + de)`` or ``sum_z 1 / (1 + de)`` over the community;
+  dense GEMMs, GPU friendly.
+- ``ch2_l3p`` / ``ch3_l3p`` (path-based, exact): ``sum_paths sqrt((1 + di1)(1 + di2) / ((1 + de1)(1 + de2)))`` or
+  ``sum_paths 1 / sqrt((1 + de1)(1 + de2))``; one sparse product per chunk, cost proportional to the number of L3 paths.
+
+Example:
+    >>> M = torch.tensor([[1, 0], [1, 1]], dtype=torch.bool)  # path u0 - i0 - u1 - i1
+    >>> [round(float(f(M)[0, 1]), 4) for f in (ch2_l3n, ch3_l3n, ch2_l3p, ch3_l3p)]  # the only non-link
+    [4.0, 2.0, 2.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from ..registry import Registry
+
+__all__ = ["LINK_PREDICTORS", "ch2_l3n", "ch2_l3p", "ch3_l3n", "ch3_l3p"]
+
+LINK_PREDICTORS: Registry[Callable[[Tensor], Tensor]] = Registry("link predictor")
+
+_DEFAULT_CHUNK_NNZ = 1 << 22  # L3p: sparse entries built, and output entries computed, per sparse product
+
+
+def _as_mask(mask: Tensor) -> Tensor:
+    """Returns ``mask`` as a 2-D bool tensor (nonzero = link), raising on anything else."""
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be 2-D (out, in), got shape {tuple(mask.shape)}")
+    return mask if mask.dtype == torch.bool else mask != 0
+
+
+def _check_dtype(dtype: torch.dtype) -> None:
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Node-based CH-L3n
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _node_weights_(C: Tensor, k: Tensor, ch2: bool) -> Tensor:
+    """Turns common-neighbour counts ``C[s, z] = di`` into node terms ``f(di, de)`` in place (``C`` is consumed).
+
+    ``k[z]`` is the degree of the intermediate ``z`` (the column), so ``1 + de = k[z] - di``. Pairs with ``di = 0`` are
+    not in the local community and get 0. The clamp only matters where ``k[z] - di = 0`` (``z`` entirely inside the
+    seed's neighbourhood), which happens only for pairs whose paths end at an existing link, zeroed later.
+    """
+    denom = (k[None, :] - C).clamp_(min=1)  # 1 + de
+    if ch2:
+        C.add_(C > 0)  # 1 + di where di > 0, else 0
+    else:
+        C.gt_(0)  # 1 where di > 0, else 0
+    C.div_(denom)
+    return C
+
+
+def _l3n(mask: Tensor, ch2: bool, dtype: torch.dtype) -> Tensor:
+    M = _as_mask(mask)
+    _check_dtype(dtype)
+    Mf = M.to(dtype)  # (out, in)
+    k_out, k_in = Mf.sum(1), Mf.sum(0)
+    # Output-side intermediates z in N(i): A[u, z] = f(|N(u) & N(z)|, deg z).
+    A = _node_weights_(Mf @ Mf.T, k_out, ch2)  # (out, out)
+    S = A @ Mf  # (out, in): sum over z in N(i) of A[u, z]
+    del A
+    # Input-side intermediates z in N(u): B[i, z] = f(|N(i) & N(z)|, deg z); (B @ M^T)^T = M @ B^T.
+    B = _node_weights_(Mf.T @ Mf, k_in, ch2)  # (in, in)
+    S.addmm_(Mf, B.T)
+    del B
+    return S.masked_fill_(M, 0)
+
+
+def ch2_l3n(mask: Tensor, *, dtype: torch.dtype = torch.float32) -> Tensor:
+    """CH2-L3n node-based scores: ``sum`` over local-community nodes ``z`` of ``(1 + di(z)) / (1 + de(z))``.
+
+    Matrix form (dense GEMMs, ``O(out^2 in + in^2 out)`` time, ``O(out^2 + in^2)`` memory)::
+
+        DD = M M^T, TT = M^T M, A = (DD + [DD > 0]) / (E_D + 1), B = (TT + [TT > 0]) / (E_T + 1)
+        S = (A M + (B M^T)^T) * (1 - M)
+
+    Counts are exact in float32 up to 2^24 links per node pair.
+
+    Args:
+        mask: ``(out, in)`` mask, bool or numeric (nonzero = link), on any device.
+        dtype: floating dtype of the computation and of the result.
+
+    Returns:
+        ``(out, in)`` scores on ``mask``'s device, 0 at existing links.
+
+    Example:
+        >>> ch2_l3n(torch.tensor([[1, 0], [1, 1]], dtype=torch.bool))
+        tensor([[0., 4.],
+                [0., 0.]])
+    """
+    return _l3n(mask, ch2=True, dtype=dtype)
+
+
+def ch3_l3n(mask: Tensor, *, dtype: torch.dtype = torch.float32) -> Tensor:
+    """CH3-L3n node-based scores: ``sum`` over local-community nodes ``z`` of ``1 / (1 + de(z))``.
+
+    Same matrix form and cost as :func:`ch2_l3n` with ``A = [DD > 0] / (E_D + 1)``, ``B = [TT > 0] / (E_T + 1)``.
+
+    Example:
+        >>> ch3_l3n(torch.tensor([[1, 0], [1, 1]], dtype=torch.bool))
+        tensor([[0., 2.],
+                [0., 0.]])
+    """
+    return _l3n(mask, ch2=False, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Path-based CH-L3p
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _path_factors_(C: Tensor, k: Tensor, ch2: bool) -> Tensor:
+    """Per-node path factor from common-neighbour counts ``C[s, z] = di(z)`` for seed ``s``, in place.
+
+    CH3: ``1 / sqrt(1 + de)``; CH2: ``sqrt((1 + di) / (1 + de))``, with ``1 + de = k[z] - di``. On a real path
+    ``di >= 1`` and ``1 + de >= 1``; the clamp keeps degenerate pairs (paths ending at a link, zeroed later) finite.
+    """
+    denom = (k[None, :] - C).clamp_(min=1)  # 1 + de
+    if ch2:
+        return C.add_(1).div_(denom).sqrt_()
+    return denom.rsqrt_()
+
+
+def _expand(ptr: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+    """For each key ``k`` lists the CSR positions ``ptr[k] .. ptr[k + 1] - 1``: returns ``(owner, pos)`` flat."""
+    start = ptr[keys]
+    n = ptr[keys + 1] - start
+    total = int(n.sum())  # one host sync, to size the outputs
+    owner = torch.repeat_interleave(torch.arange(keys.numel(), device=keys.device), n, output_size=total)
+    shift = start - (n.cumsum(0) - n)  # position of each key's first entry minus its first flat index
+    return owner, torch.arange(total, device=keys.device) + shift[owner]
+
+
+@contextlib.contextmanager
+def _quiet_sparse() -> Iterator[None]:
+    """Silences torch's notices that CSR is beta and that invariant checks are off: our indices are valid by
+    construction, and torch goes through CSR internally for a COO product."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+        yield
+
+
+def _coo(row: Tensor, col: Tensor, val: Tensor, size: tuple[int, int]) -> Tensor:
+    """A COO matrix from indices that are sorted and unique by construction (no coalescing, no invariant check).
+
+    COO rather than CSR on purpose: with torch 2.13 on CPU, CSR @ CSR (the MKL path) leaks about the size of its
+    right operand at every call, which adds up to gigabytes over one large layer.
+    """
+    with _quiet_sparse():
+        return torch.sparse_coo_tensor(torch.stack([row, col]), val, size, is_coalesced=True, check_invariants=False)
+
+
+def _spgemm_dense(X: Tensor, Y: Tensor) -> Tensor:
+    """Dense ``X @ Y`` of two sparse COO matrices."""
+    with _quiet_sparse():
+        return torch.sparse.mm(X, Y).to_dense()
+
+
+def _l3p(mask: Tensor, ch2: bool, dtype: torch.dtype, chunk_nnz: int) -> Tensor:
+    M = _as_mask(mask)
+    _check_dtype(dtype)
+    if isinstance(chunk_nnz, bool) or not isinstance(chunk_nnz, int) or chunk_nnz < 1:
+        raise ValueError(f"chunk_nnz must be an integer >= 1, got {chunk_nnz!r}")
+    n_out, n_in = M.shape
+    device = M.device
+    S = torch.zeros(n_out, n_in, dtype=dtype, device=device)
+    if n_out == 0 or n_in == 0 or not bool(M.any()):
+        return S
+
+    # A path u - z1 - z2 - i contributes a(i, z1) * b(u, z2): the factor of z1 depends on (z1, i) only and that of
+    # z2 on (z2, u) only, so S = X @ Y summed over the middle links e = (z2, z1), with
+    #   X[u, e] = M[u, z1] * b(u, z2)   (out, E)     Y[e, i] = M[z2, i] * a(i, z1)   (E, in)
+    # Both are sparse; their product costs one multiply-add per L3 path.
+    Mf = M.to(dtype)
+    k_out, k_in = M.sum(1), M.sum(0)  # int64
+    b = _path_factors_(Mf @ Mf.T, k_out.to(dtype), ch2)  # (out, out): [u, z2]
+    a = _path_factors_(Mf.T @ Mf, k_in.to(dtype), ch2)  # (in, in): [i, z1]
+    del Mf
+
+    # Row-major (CSR) links: row_ptr, c_row = input of each link. Column-major links number the middle links e,
+    # so that the links of one input z1 are contiguous: col_ptr, (r_col, c_col) = (z2, z1) of link e.
+    zero = torch.zeros(1, dtype=torch.long, device=device)
+    r_row, c_row = M.nonzero(as_tuple=True)
+    row_ptr = torch.cat([zero, k_out.cumsum(0)])
+    c_col, r_col = M.T.nonzero(as_tuple=True)
+    col_ptr = torch.cat([zero, k_in.cumsum(0)])
+
+    # Chunks of consecutive inputs z1, sized by the sparse entries they create: k_in(z1)^2 in X and
+    # sum_{z2 in N(z1)} k_out(z2) in Y. Within a chunk, blocks of output rows bound the product's output
+    # (SpGEMM needs tens of bytes per output entry, and the output is nearly dense).
+    cost = k_in * k_in + torch.zeros_like(k_in).index_add_(0, c_row, k_out[r_row])
+    group = (cost.cumsum(0) - cost) // chunk_nnz  # chunk j: inputs whose cost starts in [j, j + 1) * chunk_nnz
+    counts = torch.unique_consecutive(group, return_counts=True)[1]
+    bounds = torch.cat([zero, counts.cumsum(0)])
+    plan = torch.stack([bounds[:-1], bounds[1:], col_ptr[bounds[:-1]], col_ptr[bounds[1:]]], 1).tolist()
+    rows_per_block = max(1, chunk_nnz // n_in)
+
+    for lo, hi, e_lo, e_hi in plan:
+        if e_hi == e_lo:
+            continue
+        # Y chunk (E_c, in): row e = (z2, z1) holds every input i in N(z2), in row-major order.
+        z2 = r_col[e_lo:e_hi]
+        owner, pos = _expand(row_ptr, z2)
+        i = c_row[pos]
+        Y = _coo(owner, i, a[i, c_col[e_lo + owner]], (e_hi - e_lo, n_in))
+        del owner, pos, i
+        for r_lo in range(0, n_out, rows_per_block):
+            r_hi = min(r_lo + rows_per_block, n_out)
+            # X block (rows, E_c): row u holds the links e of every input z1 in N(u) & [lo, hi). Row-major
+            # enumeration of (u, z1) and contiguous e per z1 keep its entries in row-major order.
+            u, z1 = M[r_lo:r_hi, lo:hi].nonzero(as_tuple=True)
+            if u.numel() == 0:
+                continue
+            z1 = z1 + lo
+            owner, e = _expand(col_ptr, z1)
+            u = u[owner]
+            X = _coo(u, e - e_lo, b[r_lo + u, r_col[e]], (r_hi - r_lo, e_hi - e_lo))
+            del u, z1, owner, e
+            S[r_lo:r_hi] += _spgemm_dense(X, Y)
+            del X
+    return S.masked_fill_(M, 0)
+
+
+def ch2_l3p(mask: Tensor, *, dtype: torch.dtype = torch.float32, chunk_nnz: int = _DEFAULT_CHUNK_NNZ) -> Tensor:
+    """Exact path-based CH2-L3 scores: ``sum`` over L3 paths ``u - z1 - z2 - i`` of
+    ``sqrt((1 + di(z1)) (1 + di(z2)) / ((1 + de(z1)) (1 + de(z2))))``.
+
+    Cost: dense ``M M^T`` and ``M^T M`` (``O(out^2 in + in^2 out)``) plus one multiply-add per L3 path,
+    ``sum_{(z2, z1) in links} deg(z1) deg(z2)`` (``O(N d^3)``), done as chunked sparse (COO) products; memory
+    ``O(out^2 + in^2 + out in)`` plus about ``chunk_nnz`` sparse entries (and output entries) at a time.
+    Measured (torch 2.13): 1568x784 at density 0.01 / 0.05 in about 0.1 s / 0.8 s on 2 CPU cores; 4096x11008 at
+    density 0.01 in about 60 s on 2 CPU cores (1.6 GB peak) and 1.1 s on an H100.
+
+    Args:
+        mask: ``(out, in)`` mask, bool or numeric (nonzero = link), on any device.
+        dtype: floating dtype of the computation and of the result.
+        chunk_nnz: about the most sparse entries built, and output entries computed, per sparse product (a
+            single node may exceed it); lower it to save memory, raise it to save Python overhead.
+
+    Returns:
+        ``(out, in)`` scores on ``mask``'s device, 0 at existing links.
+
+    Example:
+        >>> S = ch2_l3p(torch.tensor([[1, 0], [1, 1]], dtype=torch.bool))  # path u0 - i0 - u1 - i1
+        >>> round(float(S[0, 1]), 4), float(S[0, 0])
+        (2.0, 0.0)
+    """
+    return _l3p(mask, ch2=True, dtype=dtype, chunk_nnz=chunk_nnz)
+
+
+def ch3_l3p(mask: Tensor, *, dtype: torch.dtype = torch.float32, chunk_nnz: int = _DEFAULT_CHUNK_NNZ) -> Tensor:
+    """Exact path-based CH3-L3 scores: ``sum`` over L3 paths ``u - z1 - z2 - i`` of
+    ``1 / sqrt((1 + de(z1)) (1 + de(z2)))``. Algorithm, cost and arguments as :func:`ch2_l3p`.
+
+    Example:
+        >>> ch3_l3p(torch.tensor([[1, 0], [1, 1]], dtype=torch.bool))
+        tensor([[0., 1.],
+                [0., 0.]])
+    """
+    return _l3p(mask, ch2=False, dtype=dtype, chunk_nnz=chunk_nnz)
+
+
+LINK_PREDICTORS.register("ch2_l3n", ch2_l3n)
+LINK_PREDICTORS.register("ch3_l3n", ch3_l3n)
+LINK_PREDICTORS.register("ch2_l3p", ch2_l3p)
+LINK_PREDICTORS.register("ch3_l3p", ch3_l3p)
