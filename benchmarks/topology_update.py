@@ -1,11 +1,12 @@
 """Times one topology update of a 4096 x 11008 sparse layer per regrowth rule and density.
 
 Writes a JSON file under benchmarks/results/ with the device, library versions, the command and, per rule and
-density, the median wall time of (a) the regrowth score alone and (b) a whole training step with a ``DynamicSparsifier``
-update (removal, regrowth scoring on the mask after removal, selection, weight and optimizer-state reset); the score
-alone is timed on the mask before removal, which has more links (so for L3p it can take longer than the update). Path-based predictors (CH2-L3p, CH3-L3p)
-are O(N d^3): they are timed on layers scaled down 16x, 8x, 4x, 2x per side and then the full layer, stopping
-before a layer whose extrapolated time exceeds ``--l3p-budget`` seconds; the JSON says which shapes were timed.
+density, the median wall time of (a) the regrowth score alone, on the mask before removal, and (b) a whole training
+step with a ``DynamicSparsifier`` update (removal, regrowth scoring on the mask after removal, selection, weight and
+optimizer-state reset). The update scores a mask with fewer links than (a) does, so for L3p (a) can be the longer.
+Path-based predictors (CH2-L3p, CH3-L3p) are O(N d^3): they are timed on layers scaled down 16x, 8x, 4x, 2x per side
+and then the full layer, stopping before a layer whose extrapolated time exceeds ``--l3p-budget`` seconds; the JSON
+says which shapes were timed.
 
     python benchmarks/topology_update.py --device cuda
 """
