@@ -239,6 +239,7 @@ class DynamicSparsifier:
 
         old = {n: m.mask.clone() for n, m in self.layers.items()}
         masks = dict(old)
+        score_stats: dict[str, tuple[float, float]] = {}
         for name, layer in self.layers.items():
             ctx = ctx_for(layer)
             mask = masks[name]
@@ -260,6 +261,9 @@ class DynamicSparsifier:
                 continue
             ctx = ctx_for(layer)
             scores = regrowth(LayerView(name, layer, masks[name], grads.get(name)), ctx)
+            candidate_scores = scores[~old[name]].float()
+            if candidate_scores.numel():
+                score_stats[name] = (float(candidate_scores.mean()), float(candidate_scores.var(correction=0)))
             # Candidates are links absent before this update: nothing removed now is regrown now.
             grown = select_regrowth(scores, ~old[name], n_grow, cfg.regrowth_sampling, ctx.generator)
             masks[name] = masks[name] | grown
@@ -269,6 +273,8 @@ class DynamicSparsifier:
                 torch.distributed.broadcast(buf, src=0)
                 masks[name] = buf.bool()
         self._apply(old, masks)
+        for name, (mean, var) in score_stats.items():
+            self._last[name].update(score_mean=mean, score_var=var)
         self._updates = index
 
     def _dense_grads(self) -> dict[str, Tensor]:
@@ -318,7 +324,7 @@ class DynamicSparsifier:
         for name, layer in self.layers.items():
             n = int(layer.mask.sum())
             a_in, a_out = layer_active_fraction(layer.mask)
-            last = self._last.get(name, {"removed": 0, "regrown": 0})
+            last = {"removed": 0, "regrown": 0, "score_mean": None, "score_var": None, **self._last.get(name, {})}
             layers[name] = {
                 "density": n / layer.mask.numel(),
                 "links": n,
@@ -327,6 +333,8 @@ class DynamicSparsifier:
                 "removed": last["removed"],
                 "regrown": last["regrown"],
                 "changed_fraction": last["regrown"] / n if n else 0.0,
+                "score_mean": last["score_mean"],  # regrowth scores over the candidate links at the last update
+                "score_var": last["score_var"],
             }
             links += n
             total += layer.mask.numel()

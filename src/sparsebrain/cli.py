@@ -1,0 +1,257 @@
+"""The ``sparsebrain`` command: train, compare, report, list.
+
+sparsebrain train --config configs/fmnist_mlp.yaml --sparsity.method chts --sparsity.density 0.01 --seed 1
+sparsebrain compare --config configs/fmnist_mlp.yaml --methods dense,set,rigl,chts,chtss --seeds 0,1,2
+sparsebrain report runs/fmnist_mlp
+sparsebrain list
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"sparsebrain: error: {msg}", file=sys.stderr)
+    return code
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# train
+
+
+def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from .experiments.config import ConfigError, dump_config, load_config
+    from .experiments.trainer import Interrupted, RunError, default_run_dir, train
+
+    try:
+        cfg = load_config(args.config, extra)
+    except ConfigError as e:
+        return _fail(str(e))
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
+    command = " ".join(shlex.quote(a) for a in ["sparsebrain", *sys.argv[1:]])
+    try:
+        summary = train(cfg, run_dir, resume=args.resume, quiet=args.quiet, command=command)
+    except (ConfigError, RunError) as e:
+        return _fail(str(e))
+    except Interrupted as e:
+        print(f"sparsebrain: {e}", file=sys.stderr)
+        return e.exit_code
+    m = summary["metrics"]
+    print(
+        f"finished {run_dir}: test accuracy {100 * m['test_acc']:.2f}% (best {100 * m['best_test_acc']:.2f}%), "
+        f"density {summary['final_density']:.4f}, ANP {summary['anp']:.3f}, {summary['wall_time_s']:.1f} s"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# compare
+
+
+def _split(text: str, cast: type, what: str) -> list[Any]:
+    try:
+        items = [cast(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{what} must be a comma-separated list, got {text!r}") from None
+    if not items:
+        raise ValueError(f"--{what} is empty")
+    return items
+
+
+def _auto_jobs(n: int, device: str) -> int:
+    import torch
+
+    gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    cores = os.cpu_count() or 1
+    # A GPU holds many small MLP runs at once; the CPU launches kernels, so one job per core at most.
+    # On a CPU-only machine one job uses all cores better than several fighting for them.
+    return max(1, min(n, cores)) if gpu else 1
+
+
+def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
+    from .dst.methods import METHODS
+    from .experiments.config import ConfigError, config_to_dict, load_config
+    from .experiments.io import atomic_write_text
+
+    try:
+        methods = _split(args.methods, str, "methods")
+        seeds = _split(args.seeds, int, "seeds")
+        base = load_config(args.config, extra)
+        densities = _split(args.densities, float, "densities") if args.densities else [base.sparsity.density]
+        for m in methods:
+            if m not in METHODS:
+                load_config(None, {"sparsity.method": m})  # raises with the list and a suggestion
+    except (ValueError, ConfigError) as e:
+        return _fail(str(e))
+    import yaml
+
+    out = Path(args.out) if args.out else Path(base.out_dir) / base.name
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        grid_cfg = out / "compare-config.yaml"
+        atomic_write_text(grid_cfg, yaml.safe_dump(config_to_dict(base), sort_keys=False))
+    except OSError as e:
+        return _fail(f"output directory {str(out)!r} is not writable: {e.strerror or e}")
+    grid = [(m, d, s) for d in densities for m in methods for s in seeds]
+    # dense ignores the density: run it once per seed
+    grid = [(m, d, s) for (m, d, s) in grid if m != "dense" or d == densities[0]]
+    jobs = args.jobs if args.jobs else _auto_jobs(len(grid), base.train.device)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    print(f"compare: {len(grid)} runs ({', '.join(methods)} x seeds {seeds} x densities {densities}), {jobs} at once")
+
+    def run_one(job: tuple[str, float, int]) -> tuple[Path, int, float]:
+        method, density, seed = job
+        run_dir = out / f"{method}_d{density:g}_s{seed}"
+        if (run_dir / "summary.json").exists():
+            return run_dir, 0, 0.0
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable, "-m", "sparsebrain", "train", "--config", str(grid_cfg), "--run-dir", str(run_dir),
+            "--resume", "--quiet", "--sparsity.method", method, "--sparsity.density", repr(density),
+            "--seed", str(seed),
+        ]  # fmt: skip
+        if base.train.threads is None:
+            cmd += ["--train.threads", str(threads)]
+        t0 = time.perf_counter()
+        with open(run_dir / "train.log", "a") as log:
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        return run_dir, code, time.perf_counter() - t0
+
+    failed = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for run_dir, code, secs in pool.map(run_one, grid):
+            status = "done" if code == 0 else f"FAILED (exit {code}, see {run_dir / 'train.log'})"
+            print(f"  {run_dir.name:<28} {status} {secs:.1f} s", flush=True)
+            if code:
+                failed.append(run_dir)
+    code = _report([str(out)], out / "report", args.published, title=f"sparsebrain compare: {base.name}")
+    if failed:
+        return _fail(f"{len(failed)} of {len(grid)} runs failed: {', '.join(str(f) for f in failed)}", 1)
+    return code
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# report
+
+
+def _load_published(path: str | None) -> dict[str, float] | None:
+    if path is None:
+        return None
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict) or not all(isinstance(v, int | float) for v in data.values()):
+        raise ValueError(f"--published {path!r} must map method names to accuracies in %")
+    return {str(k): float(v) for k, v in data.items()}
+
+
+def _report(paths: list[str], out: Path, published: str | None, title: str = "sparsebrain report") -> int:
+    from .experiments.report import build_report, collect_runs, markdown_table, summarize
+
+    try:
+        pub = _load_published(published)
+        runs = collect_runs(paths)
+        report = build_report(paths, out, title=title, published=pub)
+    except (ValueError, OSError) as e:
+        return _fail(str(e))
+    print(markdown_table(summarize(runs), pub))
+    print(f"report: {report}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
+    if extra:
+        return _fail(f"unexpected arguments: {' '.join(extra)}")
+    out = Path(args.out) if args.out else Path(args.run_dirs[0]) / "report"
+    return _report(args.run_dirs, out, args.published)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# list
+
+
+def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
+    from .data import DATASETS
+    from .dst import DENSITY_SCHEDULES, METHODS, REGROWTHS, REMOVALS, TEMPERATURE_SCHEDULES, ZETA_SCHEDULES
+    from .models import MODELS
+    from .topology import ALLOCATIONS, INITS, LINK_PREDICTORS
+
+    sections = {
+        "methods": sorted(METHODS),
+        "removal rules": REMOVALS.names(),
+        "regrowth rules": REGROWTHS.names(),
+        "regrowth sampling": ["topk", "multinomial", "uniform"],
+        "link predictors": LINK_PREDICTORS.names(),
+        "initial topologies": INITS.names(),
+        "density allocations": ALLOCATIONS.names(),
+        "density schedules": DENSITY_SCHEDULES.names(),
+        "zeta schedules": ZETA_SCHEDULES.names(),
+        "temperature schedules": TEMPERATURE_SCHEDULES.names(),
+        "models": MODELS.names(),
+        "datasets": DATASETS.names(),
+    }
+    for title, names in sections.items():
+        print(f"{title + ':':<24}{', '.join(names)}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sparsebrain",
+        allow_abbrev=False,  # so that a dotted override like --seed is never taken for --seeds
+        description="Brain-inspired dynamic sparse training: train, compare methods over seeds, report.",
+        epilog="Any config key can be overridden with a dotted option, e.g. --train.epochs 10 --sparsity.density 0.01",
+    )
+    sub = p.add_subparsers(dest="command", metavar="{train,compare,report,list}")
+    t = sub.add_parser("train", allow_abbrev=False, help="train one run from a YAML config plus dotted overrides")
+    t.add_argument("--config", help="YAML config (default: the built-in digits MLP job)")
+    t.add_argument("--run-dir", help="run directory (default OUT_DIR/NAME/METHOD_dDENSITY_sSEED)")
+    t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
+    c = sub.add_parser("compare", allow_abbrev=False, help="run a grid of methods x seeds (x densities) and report it")
+    c.add_argument("--config", help="YAML config (default: the built-in digits MLP job)")
+    c.add_argument("--methods", default="dense,set,chtss", help="comma-separated methods (default dense,set,chtss)")
+    c.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    c.add_argument("--densities", help="comma-separated densities (default: the config's)")
+    c.add_argument("--jobs", type=int, default=0, help="runs at once (default: auto; several on a GPU)")
+    c.add_argument("--out", help="output directory (default OUT_DIR/NAME)")
+    c.add_argument("--published", help="YAML mapping method -> published accuracy %%, shown beside ours")
+    r = sub.add_parser("report", allow_abbrev=False, help="markdown table and plots from run directories")
+    r.add_argument("run_dirs", nargs="+", help="run directories, or directories holding them")
+    r.add_argument("--out", help="report directory (default FIRST_RUN_DIR/report)")
+    r.add_argument("--published", help="YAML mapping method -> published accuracy %%")
+    sub.add_parser("list", help="methods, rules, initialisations, schedules, models, datasets")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sparsebrain`` console script."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    handler = {"train": _cmd_train, "compare": _cmd_compare, "report": _cmd_report, "list": _cmd_list}
+    return handler[args.command](args, extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Experiments: configurations, the training runner, run directories and reports (tables, plots)."""

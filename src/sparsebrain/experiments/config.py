@@ -1,0 +1,274 @@
+"""Experiment configuration: typed dataclasses, read from YAML, overridden by dotted command-line keys.
+
+Example:
+    >>> cfg = load_config(None, ["--sparsity.method", "chts", "--seed", "1"])
+    >>> cfg.sparsity.method, cfg.seed
+    ('chts', 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "SparsityConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+    "parse_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem: an unknown key, a wrong type or a bad value (the message says which)."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # dataset name: digits, fashion_mnist, mnist_idx, mnist_subset, synthetic
+    path: str | None = None  # directory of IDX files (fashion_mnist, mnist_idx); None = the dataset's default
+    test_fraction: float = 0.2  # held-out share for sets without an official test split
+    split_seed: int = 0  # seed of that split (kept apart from the training seed: every run sees the same split)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"  # model name (sparsebrain.models)
+    hidden: list[int] = field(default_factory=lambda: [256, 256, 256])  # hidden widths; papers: 1568 x 3
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32  # the papers' MLP recipe
+    optimizer: str = "sgd"  # sgd or adamw
+    lr: float = 0.025  # start of the linear learning-rate decay
+    lr_end: float = 0.00025  # end of it (papers: 0.025 -> 0.00025)
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, ...
+    eval_every: int = 1  # epochs between evaluations on the test set
+    checkpoint_every: int = 1  # epochs between checkpoints (one is also written on SIGINT / SIGTERM)
+    threads: int | None = None  # torch CPU threads; None = torch's default
+
+
+@dataclass
+class SparsityConfig:
+    method: str = "chtss"  # see `sparsebrain list`
+    density: float = 0.05  # fraction of links kept in the sparse layers
+    update_interval: int | None = None  # steps between topology updates; None = once per epoch (the papers' MLPs)
+    options: dict[str, Any] = field(default_factory=dict)  # any MethodConfig field, e.g. {regrowth: ch3_l3p}
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"  # experiment name: runs go to OUT_DIR/NAME/METHOD_dDENSITY_sSEED
+    seed: int = 0
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+
+    def validate(self) -> ExperimentConfig:
+        """Checks values that types alone do not (ranges, names), raising ``ConfigError`` naming the key."""
+        from ..data import DATASETS
+        from ..dst.methods import resolve_method
+        from ..models import MODELS
+
+        def need(ok: bool, key: str, what: str, value: Any) -> None:
+            if not ok:
+                raise ConfigError(f"config key {key!r} must be {what}, got {value!r}")
+
+        t = self.train
+        need(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
+        need(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
+        need(t.lr > 0, "train.lr", "> 0", t.lr)
+        need(t.lr_end >= 0, "train.lr_end", ">= 0", t.lr_end)
+        need(t.optimizer in ("sgd", "adamw"), "train.optimizer", "one of 'sgd', 'adamw'", t.optimizer)
+        need(t.eval_every >= 1, "train.eval_every", "an integer >= 1", t.eval_every)
+        need(t.checkpoint_every >= 1, "train.checkpoint_every", "an integer >= 1", t.checkpoint_every)
+        need(t.threads is None or t.threads >= 1, "train.threads", "null or an integer >= 1", t.threads)
+        need(0 < self.data.test_fraction < 1, "data.test_fraction", "in (0, 1)", self.data.test_fraction)
+        need(all(h >= 1 for h in self.model.hidden), "model.hidden", "a list of positive widths", self.model.hidden)
+        need(0 <= self.model.dropout < 1, "model.dropout", "in [0, 1)", self.model.dropout)
+        s = self.sparsity
+        need(0 < s.density <= 1, "sparsity.density", "in (0, 1]", s.density)
+        need(
+            s.update_interval is None or s.update_interval >= 1,
+            "sparsity.update_interval",
+            "null or an integer >= 1",
+            s.update_interval,
+        )
+        for key, registry in (("data.name", DATASETS), ("model.name", MODELS)):
+            section, attr = key.split(".")
+            try:
+                registry.get(getattr(getattr(self, section), attr))
+            except ValueError as e:
+                raise ConfigError(f"config key {key!r}: {e}") from None
+        try:
+            resolve_method(s.method, **s.options)
+        except ValueError as e:
+            raise ConfigError(f"config key 'sparsity': {e}") from None
+        return self
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# dict <-> dataclass with type checks
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Checks ``value`` against the annotation ``tp`` (int, float, str, bool, list[int], X | None, dict, dataclass)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} must be a mapping of {sorted(_field_names(tp))}, got {value!r}")
+        return config_from_dict(value, tp, prefix=key + ".")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r} must be a list of {_type_name(item)}, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _field_names(cls: Any) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _unknown_key(key: str, valid: set[str], prefix: str) -> ConfigError:
+    msg = f"unknown config key {prefix + key!r}; valid keys here: {', '.join(sorted(valid))}"
+    close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.5)
+    if close:
+        msg += f". Did you mean {prefix + close[0]!r}?"
+    return ConfigError(msg)
+
+
+def config_from_dict(data: dict[str, Any], cls: Any = ExperimentConfig, prefix: str = "") -> Any:
+    """Builds the dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = _field_names(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key(str(key), names, prefix)
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts (what ``config.yaml`` holds)."""
+    return dataclasses.asdict(cfg)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# overrides and files
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """Turns ``["--sparsity.density", "0.01", "--seed=1"]`` into ``{"sparsity.density": 0.01, "seed": 1}``.
+
+    Values are read as YAML scalars or flow collections (``0.01``, ``null``, ``[512, 512]``, ``{zeta: 0.5}``).
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) <= 2:
+            raise ConfigError(f"expected an override like --train.epochs 10, got {arg!r}")
+        if "=" in arg:
+            key, raw = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override {arg!r} needs a value")
+            key, raw = arg[2:], args[i + 1]
+            i += 2
+        out[key.replace("-", "_")] = yaml.safe_load(raw) if raw != "" else ""
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Sets dotted keys in a nested dict (a copy); unknown keys are caught later by :func:`config_from_dict`."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        node = out
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"cannot set {dotted!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> ExperimentConfig:
+    """Reads a YAML config (None: the built-in defaults), applies overrides, checks types and values."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+        data = loaded or {}
+    if overrides:
+        data = apply_overrides(data, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
+    return config_from_dict(data).validate()
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """YAML text of the resolved config."""
+    import yaml
+
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

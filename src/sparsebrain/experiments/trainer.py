@@ -1,0 +1,453 @@
+"""One training run: data, model, optimizer, sparsifier, evaluation, checkpoints, resume, clean interruption.
+
+The run directory layout is described in ``docs/run-directory.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from ..data import ArrayDataset, load_dataset
+from ..dst import DynamicSparsifier
+from ..models import MODELS
+from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, dump_config
+from .io import atomic_save, atomic_write_json, atomic_write_text
+
+__all__ = ["Interrupted", "RunError", "default_run_dir", "train"]
+
+CHECKPOINT = "checkpoint.pt"
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+CONFIG = "config.yaml"
+
+
+class RunError(RuntimeError):
+    """A run cannot start or continue (bad run directory, missing data...); the message says why and what to do."""
+
+
+class Interrupted(Exception):
+    """Raised after SIGINT / SIGTERM once a checkpoint has been written; ``exit_code`` is 130 or 143."""
+
+    def __init__(self, signum: int, run_dir: Path) -> None:
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by signal {signum}; checkpoint written, continue with --resume ({run_dir})")
+
+
+def default_run_dir(cfg: ExperimentConfig) -> Path:
+    """``OUT_DIR/NAME/METHOD_dDENSITY_sSEED``."""
+    s = cfg.sparsity
+    return Path(cfg.out_dir) / cfg.name / f"{s.method}_d{s.density:g}_s{cfg.seed}"
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'train.device' asks for cuda, but no CUDA device is available here")
+    return device
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[3]
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions(device: torch.device) -> dict[str, Any]:
+    return {
+        "sparsebrain": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+    }
+
+
+def _degree_hist(degrees: torch.Tensor) -> list[int]:
+    return torch.bincount(degrees.long().cpu()).tolist()
+
+
+@dataclass
+class _State:
+    epoch: int = 0  # epochs fully done
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimizer steps done
+    loss_sum: float = 0.0  # training loss summed over the current epoch's batches
+    wall: float = 0.0  # training seconds before this process
+
+
+class _SignalGuard:
+    """Turns SIGINT / SIGTERM into a flag the loop checks between steps (so a checkpoint is never half-made)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalGuard:
+        if threading.current_thread() is threading.main_thread():  # signal handlers only work there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class _Log:
+    """Progress on a terminal (tqdm), plain lines elsewhere (CI, files)."""
+
+    def __init__(self, total: int, initial: int, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+            except ImportError:
+                self.bar = None
+
+    def step(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def eval(self, text: str, postfix: dict[str, str]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.write(text)
+        elif not self.quiet:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool) -> bool:
+    """Checks the run directory; returns True if there is a checkpoint to resume from."""
+    if (run_dir / SUMMARY).exists():
+        raise RunError(f"run directory {str(run_dir)!r} already holds a finished run; choose another --run-dir")
+    has_ckpt = (run_dir / CHECKPOINT).exists()
+    if has_ckpt and not resume:
+        raise RunError(
+            f"run directory {str(run_dir)!r} holds an unfinished run; pass --resume to continue it, "
+            "or choose another --run-dir"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"run directory {str(run_dir)!r} is not writable: {e.strerror or e}") from None
+    return has_ckpt
+
+
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> tuple[float, float]:
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out = model(x[i : i + batch])
+            loss_sum += float(F.cross_entropy(out, y[i : i + batch], reduction="sum"))
+            correct += int((out.argmax(1) == y[i : i + batch]).sum())
+    model.train()
+    return loss_sum / len(x), correct / len(x)
+
+
+def _append(path: Path, event: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(event) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drops events logged after the checkpoint being resumed (a hard kill can leave some)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _lr_factor(cfg: ExperimentConfig, total: int):  # type: ignore[no-untyped-def]
+    t = cfg.train
+    end = t.lr_end / t.lr
+    return lambda step: 1.0 + (end - 1.0) * min(step, total) / total  # linear lr -> lr_end
+
+
+def train(
+    cfg: ExperimentConfig,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    command: str | None = None,
+    dataset: ArrayDataset | None = None,
+) -> dict[str, Any]:
+    """Runs one experiment and returns its summary (also written to ``RUN_DIR/summary.json``).
+
+    Args:
+        cfg: a validated :class:`ExperimentConfig`.
+        run_dir: where to write; default :func:`default_run_dir`.
+        resume: continue from ``RUN_DIR/checkpoint.pt`` if there is one.
+        quiet: no progress output.
+        command: the command line to record in the summary.
+        dataset: an already loaded dataset (tests); default: load ``cfg.data``.
+
+    Raises:
+        RunError: the run directory or the data is unusable.
+        Interrupted: SIGINT / SIGTERM arrived; a checkpoint was written first.
+
+    Example:
+        >>> from sparsebrain.experiments.config import load_config
+        >>> cfg = load_config(None, {"data.name": "synthetic", "train.epochs": 1, "sparsity.method": "set"})
+        >>> train(cfg, "/tmp/sb-doc-run", quiet=True)["status"]  # doctest: +SKIP
+        'finished'
+    """
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    device = _device(cfg.train.device)
+    if dataset is None:
+        kwargs: dict[str, Any] = {}
+        if cfg.data.name in ("fashion_mnist", "mnist_idx"):
+            kwargs["path"] = cfg.data.path
+        elif cfg.data.path is not None:
+            raise ConfigError(f"config key 'data.path' is not used by dataset {cfg.data.name!r}; remove it")
+        else:
+            kwargs.update(test_fraction=cfg.data.test_fraction, seed=cfg.data.split_seed)
+        try:
+            dataset = load_dataset(cfg.data.name, **kwargs)
+        except (FileNotFoundError, ImportError) as e:
+            raise RunError(str(e)) from None
+    has_ckpt = _prepare_run_dir(run_dir, resume)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+    ckpt = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True) if has_ckpt else None
+    if ckpt is not None:
+        saved = config_from_dict(ckpt["config"])
+        if saved != cfg:
+            raise RunError(
+                f"the checkpoint in {str(run_dir)!r} was made with another config; resume with the same config "
+                f"(its config.yaml) or choose another --run-dir"
+            )
+    atomic_write_text(run_dir / CONFIG, dump_config(cfg))
+
+    torch.manual_seed(cfg.seed)
+    x_train, y_train = dataset.x_train.to(device), dataset.y_train.to(device)
+    x_test, y_test = dataset.x_test.to(device), dataset.y_test.to(device)
+    t = cfg.train
+    batch = min(t.batch_size, len(x_train))
+    steps_per_epoch = len(x_train) // batch  # the last partial batch is dropped
+    total_steps = steps_per_epoch * t.epochs
+    model = MODELS.get(cfg.model.name)(
+        dataset.num_features, cfg.model.hidden, dataset.num_classes, dropout=cfg.model.dropout
+    ).to(device)
+    if t.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+        )
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg, total_steps))
+    s = cfg.sparsity
+    sparsifier = DynamicSparsifier(
+        model,
+        opt,
+        method=s.method,
+        density=s.density,
+        total_steps=total_steps,
+        seed=cfg.seed,
+        update_interval=s.update_interval or steps_per_epoch,
+        **s.options,
+    )
+    state = _State()
+    metrics = run_dir / METRICS
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        sparsifier.load_state_dict(ckpt["sparsifier"])
+        state = _State(**ckpt["state"])
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
+        _truncate_metrics(metrics, state.step)
+        _append(metrics, {"event": "resume", "step": state.step, "epoch": state.step / steps_per_epoch})
+    elif metrics.exists():
+        metrics.unlink()
+
+    def checkpoint() -> None:
+        rng = {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        }
+        atomic_save(
+            run_dir / CHECKPOINT,
+            {
+                "config": config_to_dict(cfg),
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "sparsifier": sparsifier.state_dict(),
+                "state": {**state.__dict__, "wall": state.wall + (time.perf_counter() - start)},
+                "rng": rng,
+            },
+        )
+
+    log = _Log(total_steps, state.step, quiet)
+    start = time.perf_counter()
+    model.train()
+    with _SignalGuard() as guard:
+        try:
+            while state.epoch < t.epochs:
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.epoch)
+                order = torch.randperm(len(x_train), generator=gen).to(device)
+                loss_acc = torch.zeros((), device=device)
+                while state.batch < steps_per_epoch:
+                    idx = order[state.batch * batch : (state.batch + 1) * batch]
+                    loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+                    loss.backward()
+                    opt.step()
+                    updated = sparsifier.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                    loss_acc += loss.detach()
+                    state.batch += 1
+                    state.step += 1
+                    log.step()
+                    if updated:
+                        _append(metrics, _topology_event(sparsifier, state.step, steps_per_epoch))
+                    if guard.signum is not None:
+                        state.loss_sum += float(loss_acc)
+                        checkpoint()
+                        raise Interrupted(guard.signum, run_dir)
+                state.loss_sum += float(loss_acc)
+                train_loss = state.loss_sum / steps_per_epoch
+                state.epoch += 1
+                state.batch = 0
+                state.loss_sum = 0.0
+                if state.epoch % t.eval_every == 0 or state.epoch == t.epochs:
+                    test_loss, test_acc = _evaluate(model, x_test, y_test)
+                    st = sparsifier.stats()
+                    wall = state.wall + time.perf_counter() - start
+                    event = {
+                        "event": "eval",
+                        "step": state.step,
+                        "epoch": float(state.epoch),
+                        "train_loss": train_loss,
+                        "test_loss": test_loss,
+                        "test_acc": test_acc,
+                        "density": st["density"],
+                        "anp": st["anp"],
+                        "lr": opt.param_groups[0]["lr"],
+                        "wall_time_s": wall,
+                    }
+                    _append(metrics, event)
+                    log.eval(
+                        f"epoch {state.epoch}/{t.epochs} step {state.step} loss {train_loss:.4f} "
+                        f"test acc {100 * test_acc:.2f}% density {st['density']:.4f} anp {st['anp']:.3f} "
+                        f"({wall:.1f} s)",
+                        {
+                            "loss": f"{train_loss:.3f}",
+                            "acc": f"{100 * test_acc:.1f}%",
+                            "density": f"{st['density']:.3f}",
+                        },
+                    )
+                if state.epoch % t.checkpoint_every == 0 or state.epoch == t.epochs:
+                    checkpoint()
+                if guard.signum is not None:  # arrived during evaluation
+                    checkpoint()
+                    raise Interrupted(guard.signum, run_dir)
+        finally:
+            log.close()
+
+    wall = state.wall + time.perf_counter() - start
+    summary = _summary(cfg, run_dir, model, sparsifier, metrics, device, wall, total_steps, command)
+    atomic_write_json(run_dir / SUMMARY, summary)
+    return summary
+
+
+def _topology_event(sparsifier: DynamicSparsifier, step: int, steps_per_epoch: int) -> dict[str, Any]:
+    st = sparsifier.stats()
+    return {
+        "event": "topology",
+        "step": step,
+        "epoch": step / steps_per_epoch,
+        "density": st["density"],
+        "anp": st["anp"],
+        "layers": st["layers"],
+    }
+
+
+def _summary(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    model: nn.Module,
+    sparsifier: DynamicSparsifier,
+    metrics: Path,
+    device: torch.device,
+    wall: float,
+    total_steps: int,
+    command: str | None,
+) -> dict[str, Any]:
+    evals = [e for e in map(json.loads, metrics.read_text().splitlines()) if e["event"] == "eval"]
+    last = evals[-1]
+    st = sparsifier.stats()
+    layers = {}
+    for name, layer in sparsifier.layers.items():
+        layers[name] = {
+            **{k: st["layers"][name][k] for k in ("density", "links", "anp_in", "anp_out")},
+            "in_degree_hist": _degree_hist(layer.mask.sum(0)),
+            "out_degree_hist": _degree_hist(layer.mask.sum(1)),
+        }
+    return {
+        "status": "finished",
+        "name": cfg.name,
+        "method": cfg.sparsity.method,
+        "seed": cfg.seed,
+        "density": cfg.sparsity.density,
+        "dataset": cfg.data.name,
+        "model": cfg.model.name,
+        "epochs": cfg.train.epochs,
+        "steps": total_steps,
+        "metrics": {
+            "test_acc": last["test_acc"],
+            "best_test_acc": max(e["test_acc"] for e in evals),
+            "test_loss": last["test_loss"],
+            "train_loss": last["train_loss"],
+        },
+        "final_density": st["density"],
+        "anp": st["anp"],
+        "layers": layers,
+        "wall_time_s": wall,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu"),
+        "versions": _versions(device),
+        "git_commit": _git_commit(),
+        "command": command or " ".join(sys.argv),
+        "run_dir": str(run_dir),
+        "pid": os.getpid(),
+    }

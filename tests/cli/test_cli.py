@@ -1,0 +1,171 @@
+"""The sparsebrain command line, run as a user would (subprocesses, CPU, tiny data)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY = ["--data.name", "synthetic", "--model.hidden", "[32, 32]", "--train.threads", "1", "--train.batch_size", "64"]
+
+
+def sb(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sparsebrain", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def _events(run_dir: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_train_writes_a_complete_run_directory(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    out = sb("train", *TINY, "--train.epochs", "3", "--sparsity.method", "chts", "--sparsity.density", "0.1",
+             "--run-dir", str(run))  # fmt: skip
+    assert "finished" in out.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["method"] == "chts"
+    assert summary["final_density"] == pytest.approx(0.1, abs=1e-3)
+    assert set(summary["versions"]) >= {"torch", "sparsebrain", "python"}
+    assert "layers.0" in summary["layers"] and sum(summary["layers"]["layers.0"]["in_degree_hist"]) == 64
+    events = _events(run)
+    assert [e["epoch"] for e in events if e["event"] == "eval"] == [1.0, 2.0, 3.0]
+    topo = [e for e in events if e["event"] == "topology"]
+    assert len(topo) == 2  # updates at the end of epochs 1 and 2 (end_fraction 0.75 of 3 epochs)
+    assert topo[0]["layers"]["layers.0"]["score_var"] is not None
+    cfg = (run / "config.yaml").read_text()
+    assert "method: chts" in cfg and "density: 0.1" in cfg
+    # the saved config reproduces the run's settings
+    again = sb("train", "--config", str(run / "config.yaml"), "--print-config")
+    assert again.stdout == cfg
+
+
+def test_print_config_applies_overrides() -> None:
+    out = sb("train", "--print-config", "--sparsity.method", "rigl", "--seed", "7", "--train.epochs=4")
+    assert "method: rigl" in out.stdout and "seed: 7" in out.stdout and "epochs: 4" in out.stdout
+
+
+def test_list() -> None:
+    out = sb("list").stdout
+    for word in ("chtss", "ch2_l3n", "brf", "fashion_mnist", "mlp", "sigmoid"):
+        assert word in out
+
+
+def test_compare_and_report(tmp_path: Path) -> None:
+    out = sb("compare", *TINY, "--train.epochs", "2", "--methods", "dense,set", "--seeds", "0,1",
+             "--sparsity.density", "0.2", "--out", str(tmp_path / "cmp"))  # fmt: skip
+    runs = sorted(p.name for p in (tmp_path / "cmp").iterdir() if (p / "summary.json").exists())
+    assert runs == ["dense_d0.2_s0", "dense_d0.2_s1", "set_d0.2_s0", "set_d0.2_s1"]
+    assert "| dense" in out.stdout and "| set" in out.stdout
+    report = tmp_path / "cmp" / "report" / "report.md"
+    assert report.exists() and "accuracy.png" in report.read_text()
+    rep = sb("report", str(tmp_path / "cmp"), "--out", str(tmp_path / "rep"))
+    assert "| set" in rep.stdout and (tmp_path / "rep" / "accuracy.png").exists()
+
+
+def test_resume_after_hard_kill_equals_uninterrupted(tmp_path: Path) -> None:
+    args = [*TINY, "--train.epochs", "6", "--sparsity.method", "chtss", "--sparsity.density", "0.1"]
+    sb("train", *args, "--run-dir", str(tmp_path / "full"))
+    # the interrupted run: killed without warning after its second checkpoint, then resumed
+    proc = subprocess.Popen([sys.executable, "-m", "sparsebrain", "train", *args, "--run-dir", str(tmp_path / "cut")])
+    part = tmp_path / "cut"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (part / "metrics.jsonl").exists() and sum(e["event"] == "eval" for e in _events(part)) >= 2:
+            break
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert not (part / "summary.json").exists()
+    refused = sb("train", *args, "--run-dir", str(part), check=False)
+    assert refused.returncode != 0 and "--resume" in refused.stderr
+    sb("train", *args, "--run-dir", str(part), "--resume")
+    full, cut = _weights(tmp_path / "full"), _weights(part)
+    assert full.keys() == cut.keys()
+    for k in full:
+        assert torch.equal(full[k], cut[k]), k
+    assert [e["step"] for e in _events(part) if e["event"] == "eval"] == [
+        e["step"] for e in _events(tmp_path / "full") if e["event"] == "eval"
+    ]
+
+
+def test_sigterm_writes_checkpoint_then_resume_finishes_identically(tmp_path: Path) -> None:
+    args = [*TINY, "--train.epochs", "5", "--sparsity.method", "rigl", "--sparsity.density", "0.1",
+            "--train.checkpoint_every", "100"]  # fmt: skip
+    sb("train", *args, "--run-dir", str(tmp_path / "full"))
+    part = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "sparsebrain", "train", *args, "--run-dir", str(part)])
+    deadline = time.time() + 120
+    while time.time() < deadline and not (part / "metrics.jsonl").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert (part / "checkpoint.pt").exists() and not (part / "summary.json").exists()
+    sb("train", *args, "--run-dir", str(part), "--resume")
+    full, cut = _weights(tmp_path / "full"), _weights(part)
+    for k in full:
+        assert torch.equal(full[k], cut[k]), k
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--train.epoch", "3"], "unknown config key 'train.epoch'.*Did you mean 'train.epochs'"),
+        (["--trian.epochs", "3"], "unknown config key 'trian'.*Did you mean 'train'"),
+        (["--train.epochs", "ten"], "'train.epochs' must be int, got 'ten'"),
+        (["--sparsity.density", "2"], r"'sparsity.density' must be in \(0, 1\]"),
+        (["--sparsity.method", "chst"], "unknown method 'chst'"),
+        (
+            ["--data.name", "fashion_mnist", "--data.path", "/nonexistent/fmnist"],
+            "apt-get install dataset-fashion-mnist",
+        ),
+    ],
+)
+def test_bad_input_fails_clearly_and_leaves_no_finished_run(tmp_path: Path, args: list[str], message: str) -> None:
+    import re
+
+    run = tmp_path / "run"
+    out = sb("train", *TINY, *args, "--run-dir", str(run), check=False)
+    assert out.returncode != 0
+    assert re.search(message, out.stderr), out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (run / "summary.json").exists()
+
+
+def test_bad_config_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: [1, 2]\n")
+    out = sb("train", "--config", str(bad), check=False)
+    assert out.returncode != 0 and "'train.epochs' must be int" in out.stderr
+    out = sb("train", "--config", str(tmp_path / "missing.yaml"), check=False)
+    assert out.returncode != 0 and "does not exist" in out.stderr
+
+
+def test_unwritable_run_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = sb("train", *TINY, "--train.epochs", "1", "--run-dir", str(blocker / "run"), check=False)
+    assert out.returncode != 0 and "not writable" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_finished_run_is_not_overwritten(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    sb("train", *TINY, "--train.epochs", "1", "--run-dir", str(run))
+    before = (run / "summary.json").read_text()
+    out = sb("train", *TINY, "--train.epochs", "1", "--run-dir", str(run), check=False)
+    assert out.returncode != 0 and "finished run" in out.stderr
+    assert (run / "summary.json").read_text() == before
