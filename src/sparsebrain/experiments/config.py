@@ -166,7 +166,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+    if (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
         raise ConfigError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
     return value
 

@@ -40,7 +40,7 @@ class RunError(RuntimeError):
     """A run cannot start or continue (bad run directory, missing data...); the message says why and what to do."""
 
 
-class Interrupted(Exception):
+class Interrupted(Exception):  # noqa: N818  (a signal, not an error)
     """Raised after SIGINT / SIGTERM once a checkpoint has been written; ``exit_code`` is 130 or 143."""
 
     def __init__(self, signum: int, run_dir: Path) -> None:
