@@ -9,6 +9,7 @@ sparsebrain list
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -72,6 +73,42 @@ def _split(text: str, cast: type, what: str) -> list[Any]:
     return items
 
 
+def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"chts[regrowth=ch3_l3p,zeta=0.2]"`` -> ``("chts", {"regrowth": "ch3_l3p", "zeta": 0.2})``."""
+    import yaml
+
+    spec = spec.strip()
+    if "[" not in spec:
+        return spec, {}
+    if not spec.endswith("]"):
+        raise ValueError(f"method variant {spec!r} must look like preset[key=value,key=value]")
+    name, _, body = spec[:-1].partition("[")
+    options: dict[str, Any] = {}
+    for item in body.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"method variant {spec!r}: {item!r} is not key=value")
+        options[key.strip()] = yaml.safe_load(value.strip())
+    return name.strip(), options
+
+
+def _split_methods(text: str) -> list[str]:
+    """Splits on commas outside brackets."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    items = [m.strip() for m in out if m.strip()]
+    if not items:
+        raise ValueError("--methods is empty")
+    return items
+
+
 def _auto_jobs(n: int, device: str) -> int:
     import torch
 
@@ -86,15 +123,17 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     from .dst.methods import METHODS
     from .experiments.config import ConfigError, config_to_dict, load_config
     from .experiments.io import atomic_write_text
+    from .experiments.trainer import run_name
 
     try:
-        methods = _split(args.methods, str, "methods")
+        methods = _split_methods(args.methods)
         seeds = _split(args.seeds, int, "seeds")
         base = load_config(args.config, extra)
         densities = _split(args.densities, float, "densities") if args.densities else [base.sparsity.density]
         for m in methods:
-            if m not in METHODS:
-                load_config(None, {"sparsity.method": m})  # raises with the list and a suggestion
+            name, options = parse_method(m)
+            if name not in METHODS or options:  # raises with the valid names and a suggestion
+                load_config(None, {"sparsity.method": name, "sparsity.options": options})
     except (ValueError, ConfigError) as e:
         return _fail(str(e))
     import yaml
@@ -114,8 +153,9 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"compare: {len(grid)} runs ({', '.join(methods)} x seeds {seeds} x densities {densities}), {jobs} at once")
 
     def run_one(job: tuple[str, float, int]) -> tuple[Path, int, float]:
-        method, density, seed = job
-        run_dir = out / f"{method}_d{density:g}_s{seed}"
+        spec, density, seed = job
+        method, options = parse_method(spec)
+        run_dir = out / f"{run_name(spec)}_d{density:g}_s{seed}"
         if (run_dir / "summary.json").exists():
             return run_dir, 0, 0.0
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +164,9 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
             "--resume", "--quiet", "--sparsity.method", method, "--sparsity.density", repr(density),
             "--seed", str(seed),
         ]  # fmt: skip
+        if options:
+            merged = {**base.sparsity.options, **options}
+            cmd += ["--sparsity.options", json.dumps(merged), "--sparsity.label", json.dumps(spec)]
         if base.train.threads is None:
             cmd += ["--train.threads", str(threads)]
         t0 = time.perf_counter()
@@ -166,7 +209,7 @@ def _report(paths: list[str], out: Path, published: str | None, title: str = "sp
         pub = _load_published(published)
         runs = collect_runs(paths)
         report = build_report(paths, out, title=title, published=pub)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, ImportError) as e:
         return _fail(str(e))
     print(markdown_table(summarize(runs), pub))
     print(f"report: {report}")
@@ -228,7 +271,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress output")
     c = sub.add_parser("compare", allow_abbrev=False, help="run a grid of methods x seeds (x densities) and report it")
     c.add_argument("--config", help="YAML config (default: the built-in digits MLP job)")
-    c.add_argument("--methods", default="dense,set,chtss", help="comma-separated methods (default dense,set,chtss)")
+    c.add_argument(
+        "--methods",
+        default="dense,set,chtss",
+        help="comma-separated presets, or variants like chts[regrowth=ch3_l3p] (default dense,set,chtss)",
+    )
     c.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     c.add_argument("--densities", help="comma-separated densities (default: the config's)")
     c.add_argument("--jobs", type=int, default=0, help="runs at once (default: auto; several on a GPU)")

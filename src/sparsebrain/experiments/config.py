@@ -72,6 +72,7 @@ class SparsityConfig:
     density: float = 0.05  # fraction of links kept in the sparse layers
     update_interval: int | None = None  # steps between topology updates; None = once per epoch (the papers' MLPs)
     options: dict[str, Any] = field(default_factory=dict)  # any MethodConfig field, e.g. {regrowth: ch3_l3p}
+    label: str | None = None  # name in reports (default: the method); e.g. "chts[regrowth=ch3_l3p]"
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from ..models import MODELS
 from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, dump_config
 from .io import atomic_save, atomic_write_json, atomic_write_text
 
-__all__ = ["Interrupted", "RunError", "default_run_dir", "train"]
+__all__ = ["Interrupted", "RunError", "default_run_dir", "run_name", "train"]
 
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
@@ -51,7 +52,12 @@ class Interrupted(Exception):  # noqa: N818  (a signal, not an error)
 def default_run_dir(cfg: ExperimentConfig) -> Path:
     """``OUT_DIR/NAME/METHOD_dDENSITY_sSEED``."""
     s = cfg.sparsity
-    return Path(cfg.out_dir) / cfg.name / f"{s.method}_d{s.density:g}_s{cfg.seed}"
+    return Path(cfg.out_dir) / cfg.name / f"{run_name(s.label or s.method)}_d{s.density:g}_s{cfg.seed}"
+
+
+def run_name(label: str) -> str:
+    """A file-name-safe form of a method label: ``chts[regrowth=ch3_l3p]`` -> ``chts-regrowth-ch3_l3p``."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", label).strip("-")
 
 
 def _device(name: str) -> torch.device:
@@ -427,9 +433,11 @@ def _summary(
     return {
         "status": "finished",
         "name": cfg.name,
-        "method": cfg.sparsity.method,
+        "method": cfg.sparsity.label or cfg.sparsity.method,
+        "preset": cfg.sparsity.method,
+        "options": cfg.sparsity.options,
         "seed": cfg.seed,
-        "density": cfg.sparsity.density,
+        "density": cfg.sparsity.density if sparsifier.config.sparse else 1.0,
         "dataset": cfg.data.name,
         "model": cfg.model.name,
         "epochs": cfg.train.epochs,
