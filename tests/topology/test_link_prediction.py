@@ -168,3 +168,26 @@ def test_cuda_matches_cpu(name: str) -> None:
     S = PREDICTORS[name](M.cuda())
     assert S.device.type == "cuda"
     torch.testing.assert_close(S.cpu(), PREDICTORS[name](M), rtol=1e-5, atol=1e-5)
+
+
+def test_l3p_retries_smaller_blocks_when_the_sparse_product_runs_out_of_memory(monkeypatch) -> None:
+    """A block whose SpGEMM does not fit is split in halves until it does; the scores do not change."""
+    import sparsebrain.topology.link_prediction as lp
+
+    g = torch.Generator().manual_seed(5)
+    mask = torch.rand(40, 30, generator=g) < 0.2
+    expected = lp.ch3_l3p(mask)
+    real = lp._spgemm_dense
+    sizes = []
+
+    def picky(X, Y):  # type: ignore[no-untyped-def]
+        sizes.append(X.shape[0])
+        if X.shape[0] > 5:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(X, Y)
+
+    monkeypatch.setattr(lp, "_spgemm_dense", picky)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    got = lp.ch3_l3p(mask, chunk_nnz=30 * 40)  # one block of all 40 rows to start with
+    torch.testing.assert_close(got, expected)
+    assert sizes[0] == 40 and max(sizes[-3:]) <= 5

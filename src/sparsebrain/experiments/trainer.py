@@ -76,7 +76,9 @@ def _git_commit() -> str | None:
     try:
         root = Path(__file__).resolve().parents[3]
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
+        sha = out.stdout.strip()
+        # outside a git checkout rev-parse fails (and may echo its argument): record nothing rather than "HEAD"
+        return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
     except (OSError, subprocess.SubprocessError):
         return None
 

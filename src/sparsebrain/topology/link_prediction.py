@@ -227,20 +227,32 @@ def _l3p(mask: Tensor, ch2: bool, dtype: torch.dtype, chunk_nnz: int) -> Tensor:
         i = c_row[pos]
         Y = _coo(owner, i, a[i, c_col[e_lo + owner]], (e_hi - e_lo, n_in))
         del owner, pos, i
-        for r_lo in range(0, n_out, rows_per_block):
+        r_lo = 0
+        while r_lo < n_out:
             r_hi = min(r_lo + rows_per_block, n_out)
             # X block (rows, E_c): row u holds the links e of every input z1 in N(u) & [lo, hi). Row-major
             # enumeration of (u, z1) and contiguous e per z1 keep its entries in row-major order.
             u, z1 = M[r_lo:r_hi, lo:hi].nonzero(as_tuple=True)
             if u.numel() == 0:
+                r_lo = r_hi
                 continue
             z1 = z1 + lo
             owner, e = _expand(col_ptr, z1)
             u = u[owner]
             X = _coo(u, e - e_lo, b[r_lo + u, r_col[e]], (r_hi - r_lo, e_hi - e_lo))
             del u, z1, owner, e
-            S[r_lo:r_hi] += _spgemm_dense(X, Y)
+            try:
+                S[r_lo:r_hi] += _spgemm_dense(X, Y)
+            except torch.cuda.OutOfMemoryError:
+                # cuSPARSE's SpGEMM buffer grows with the block; on a shared or full GPU retry with half the rows.
+                del X
+                if rows_per_block == 1:
+                    raise
+                torch.cuda.empty_cache()
+                rows_per_block = max(1, rows_per_block // 2)
+                continue
             del X
+            r_lo = r_hi
     return S.masked_fill_(M, 0)
 
 
