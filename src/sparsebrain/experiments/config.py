@@ -42,27 +42,40 @@ class DataConfig:
     path: str | None = None  # directory of IDX files (fashion_mnist, mnist_idx); None = the dataset's default
     test_fraction: float = 0.2  # held-out share for sets without an official test split
     split_seed: int = 0  # seed of that split (kept apart from the training seed: every run sees the same split)
+    vocab_size: int = 8000  # text tasks: BPE vocabulary trained on the training split
+    seq_len: int = 256  # language modelling: tokens per training sequence
+    max_len: int = 128  # translation: longest sentence kept, in tokens
+    tokenizer: str | None = None  # text tasks: tokenizer file to reuse (default: trained and saved in the run dir)
 
 
 @dataclass
 class ModelConfig:
     name: str = "mlp"  # model name (sparsebrain.models)
-    hidden: list[int] = field(default_factory=lambda: [256, 256, 256])  # hidden widths; papers: 1568 x 3
+    hidden: list[int] = field(default_factory=lambda: [256, 256, 256])  # MLP hidden widths; papers: 1568 x 3
     dropout: float = 0.0
+    size: str | None = None  # named size of a transformer, e.g. llama-60m
+    options: dict[str, Any] = field(default_factory=dict)  # extra model arguments, e.g. {tie_embeddings: true}
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 30
+    steps: int | None = None  # optimizer steps of the run; overrides epochs (language models count steps)
+    eval_interval: int | None = None  # steps between evaluations; None = every eval_every epochs
     batch_size: int = 32  # the papers' MLP recipe
     optimizer: str = "sgd"  # sgd or adamw
     lr: float = 0.025  # start of the linear learning-rate decay
     lr_end: float = 0.00025  # end of it (papers: 0.025 -> 0.00025)
+    lr_schedule: str = "linear"  # linear or cosine decay from lr to lr_end, after warmup_steps of linear warmup
+    warmup_steps: int = 0
+    restart_warmup: int = 0  # steps of warm restart after each topology update (Transformer/LLM code: 10-20)
+    grad_clip: float | None = None  # max gradient norm
+    amp: str = "none"  # bf16 autocast on CUDA: none, bf16 or auto (= bf16 on CUDA)
     momentum: float = 0.9
     weight_decay: float = 0.0005
     device: str = "auto"  # auto (cuda if available), cpu, cuda, cuda:1, ...
     eval_every: int = 1  # epochs between evaluations on the test set
-    checkpoint_every: int = 1  # epochs between checkpoints (one is also written on SIGINT / SIGTERM)
+    checkpoint_every: int = 1  # evaluations between checkpoints (one is also written at the end and on SIGINT/SIGTERM)
     threads: int | None = None  # torch CPU threads; None = torch's default
 
 
@@ -97,6 +110,13 @@ class ExperimentConfig:
 
         t = self.train
         need(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
+        need(t.steps is None or t.steps >= 1, "train.steps", "null or an integer >= 1", t.steps)
+        need(t.eval_interval is None or t.eval_interval >= 1, "train.eval_interval", "null or >= 1", t.eval_interval)
+        need(t.lr_schedule in ("linear", "cosine"), "train.lr_schedule", "one of 'linear', 'cosine'", t.lr_schedule)
+        need(t.warmup_steps >= 0, "train.warmup_steps", ">= 0", t.warmup_steps)
+        need(t.restart_warmup >= 0, "train.restart_warmup", ">= 0", t.restart_warmup)
+        need(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "null or > 0", t.grad_clip)
+        need(t.amp in ("none", "bf16", "auto"), "train.amp", "one of 'none', 'bf16', 'auto'", t.amp)
         need(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
         need(t.lr > 0, "train.lr", "> 0", t.lr)
         need(t.lr_end >= 0, "train.lr_end", ">= 0", t.lr_end)

@@ -6,7 +6,7 @@ The run directory layout is described in ``docs/run-directory.md``.
 from __future__ import annotations
 
 import json
-import os
+import math
 import platform
 import re
 import signal
@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .. import __version__
-from ..data import ArrayDataset, load_dataset
+from ..data import ArrayDataset
 from ..dst import DynamicSparsifier
-from ..models import MODELS
 from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, dump_config
 from .io import atomic_save, atomic_write_json, atomic_write_text
+from .tasks.base import Task, autocast
 
 __all__ = ["Interrupted", "RunError", "default_run_dir", "run_name", "train"]
 
@@ -98,10 +96,9 @@ def _degree_hist(degrees: torch.Tensor) -> list[int]:
 
 @dataclass
 class _State:
-    epoch: int = 0  # epochs fully done
-    batch: int = 0  # batches done in the current epoch
     step: int = 0  # optimizer steps done
-    loss_sum: float = 0.0  # training loss summed over the current epoch's batches
+    loss_sum: float = 0.0  # training loss summed since the last evaluation
+    loss_count: int = 0  # steps in that sum
     wall: float = 0.0  # training seconds before this process
 
 
@@ -176,18 +173,6 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> bool:
     return has_ckpt
 
 
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> tuple[float, float]:
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            out = model(x[i : i + batch])
-            loss_sum += float(F.cross_entropy(out, y[i : i + batch], reduction="sum"))
-            correct += int((out.argmax(1) == y[i : i + batch]).sum())
-    model.train()
-    return loss_sum / len(x), correct / len(x)
-
-
 def _append(path: Path, event: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(event) + "\n")
@@ -201,10 +186,39 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def _lr_factor(cfg: ExperimentConfig, total: int):  # type: ignore[no-untyped-def]
+def lr_factor(cfg: ExperimentConfig, total: int, sparsifier: DynamicSparsifier):  # type: ignore[no-untyped-def]
+    """Multiplier of ``train.lr`` after ``k`` scheduler steps (used by optimizer step ``k + 1``).
+
+    Linear warmup over ``warmup_steps``, then linear or cosine decay to ``lr_end``; after each topology update a warm
+    restart ramps the rate up again over ``restart_warmup`` steps (the Transformer/LLM papers' code does this).
+    """
     t = cfg.train
     end = t.lr_end / t.lr
-    return lambda step: 1.0 + (end - 1.0) * min(step, total) / total  # linear lr -> lr_end
+    interval = sparsifier.config.update_interval
+
+    def factor(k: int) -> float:
+        f = min(1.0, (k + 1) / t.warmup_steps) if t.warmup_steps else 1.0
+        p = min(max(k - t.warmup_steps, 0) / max(total - t.warmup_steps, 1), 1.0)
+        if t.lr_schedule == "cosine":
+            f *= end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * p))
+        else:
+            f *= 1.0 + (end - 1.0) * p
+        if t.restart_warmup:
+            last = (k // interval) * interval  # the latest topology update at or before step k
+            if last >= 1 and sparsifier.is_update_step(last) and k - last < t.restart_warmup:
+                f *= (k - last + 1) / t.restart_warmup
+        return f
+
+    return factor
+
+
+def _load_task(cfg: ExperimentConfig, device: torch.device, run_dir: Path, dataset: ArrayDataset | None) -> Task:
+    from .tasks import build_task
+
+    try:
+        return build_task(cfg, device, run_dir, dataset)
+    except (FileNotFoundError, ImportError) as e:
+        raise RunError(str(e)) from None
 
 
 def train(
@@ -238,50 +252,27 @@ def train(
     """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     device = _device(cfg.train.device)
-    if dataset is None:
-        kwargs: dict[str, Any] = {}
-        if cfg.data.name in ("fashion_mnist", "mnist_idx"):
-            kwargs["path"] = cfg.data.path
-        elif cfg.data.path is not None:
-            raise ConfigError(f"config key 'data.path' is not used by dataset {cfg.data.name!r}; remove it")
-        else:
-            kwargs.update(test_fraction=cfg.data.test_fraction, seed=cfg.data.split_seed)
-        try:
-            dataset = load_dataset(cfg.data.name, **kwargs)
-        except (FileNotFoundError, ImportError) as e:
-            raise RunError(str(e)) from None
     has_ckpt = _prepare_run_dir(run_dir, resume)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-
     ckpt = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True) if has_ckpt else None
-    if ckpt is not None:
-        saved = config_from_dict(ckpt["config"])
-        if saved != cfg:
-            raise RunError(
-                f"the checkpoint in {str(run_dir)!r} was made with another config; resume with the same config "
-                f"(its config.yaml) or choose another --run-dir"
-            )
+    if ckpt is not None and config_from_dict(ckpt["config"]) != cfg:
+        raise RunError(
+            f"the checkpoint in {str(run_dir)!r} was made with another config; resume with the same config "
+            f"(its config.yaml) or choose another --run-dir"
+        )
     atomic_write_text(run_dir / CONFIG, dump_config(cfg))
 
     torch.manual_seed(cfg.seed)
-    x_train, y_train = dataset.x_train.to(device), dataset.y_train.to(device)
-    x_test, y_test = dataset.x_test.to(device), dataset.y_test.to(device)
-    t = cfg.train
-    batch = min(t.batch_size, len(x_train))
-    steps_per_epoch = len(x_train) // batch  # the last partial batch is dropped
-    total_steps = steps_per_epoch * t.epochs
-    model = MODELS.get(cfg.model.name)(
-        dataset.num_features, cfg.model.hidden, dataset.num_classes, dropout=cfg.model.dropout
-    ).to(device)
+    task = _load_task(cfg, device, run_dir, dataset)
+    model, t, s = task.model, cfg.train, cfg.sparsity
+    total_steps = task.total_steps
     if t.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
             model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
         )
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg, total_steps))
-    s = cfg.sparsity
     sparsifier = DynamicSparsifier(
         model,
         opt,
@@ -289,9 +280,11 @@ def train(
         density=s.density,
         total_steps=total_steps,
         seed=cfg.seed,
-        update_interval=s.update_interval or steps_per_epoch,
+        update_interval=s.update_interval or task.steps_per_epoch,
         **s.options,
     )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, total_steps, sparsifier))
+    eval_interval = t.eval_interval or task.steps_per_epoch * t.eval_every
     state = _State()
     metrics = run_dir / METRICS
     if ckpt is not None:
@@ -304,7 +297,7 @@ def train(
         if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
         _truncate_metrics(metrics, state.step)
-        _append(metrics, {"event": "resume", "step": state.step, "epoch": state.step / steps_per_epoch})
+        _append(metrics, {"event": "resume", "step": state.step, "epoch": state.step / task.steps_per_epoch})
     elif metrics.exists():
         metrics.unlink()
 
@@ -326,75 +319,79 @@ def train(
             },
         )
 
+    def evaluate() -> None:
+        model.eval()
+        with torch.no_grad(), autocast(device, t.amp):
+            values = task.evaluate()
+        model.train()
+        st = sparsifier.stats()
+        wall = state.wall + time.perf_counter() - start
+        train_loss = state.loss_sum / max(state.loss_count, 1)
+        event = {
+            "event": "eval",
+            "step": state.step,
+            "epoch": state.step / task.steps_per_epoch,
+            "train_loss": train_loss,
+            **values,
+            "density": st["density"],
+            "anp": st["anp"],
+            "lr": opt.param_groups[0]["lr"],
+            "wall_time_s": wall,
+        }
+        _append(metrics, event)
+        state.loss_sum, state.loss_count = 0.0, 0
+        headline = values[task.metric]
+        shown = f"{100 * headline:.2f}%" if task.metric.endswith("acc") else f"{headline:.4g}"
+        log.eval(
+            f"step {state.step}/{total_steps} (epoch {event['epoch']:.2f}) loss {train_loss:.4f} "
+            f"{task.metric} {shown} density {st['density']:.4f} anp {st['anp']:.3f} ({wall:.1f} s)",
+            {"loss": f"{train_loss:.3f}", task.metric: shown, "density": f"{st['density']:.3f}"},
+        )
+
     log = _Log(total_steps, state.step, quiet)
     start = time.perf_counter()
     model.train()
+    evals_done = state.step // eval_interval
     with _SignalGuard() as guard:
         try:
-            while state.epoch < t.epochs:
-                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.epoch)
-                order = torch.randperm(len(x_train), generator=gen).to(device)
-                loss_acc = torch.zeros((), device=device)
-                while state.batch < steps_per_epoch:
-                    idx = order[state.batch * batch : (state.batch + 1) * batch]
-                    loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-                    loss.backward()
-                    opt.step()
-                    updated = sparsifier.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-                    loss_acc += loss.detach()
-                    state.batch += 1
-                    state.step += 1
-                    log.step()
-                    if updated:
-                        _append(metrics, _topology_event(sparsifier, state.step, steps_per_epoch))
-                    if guard.signum is not None:
-                        state.loss_sum += float(loss_acc)
+            loss_acc = torch.zeros((), device=device)
+            acc_steps = 0
+            while state.step < total_steps:
+                with autocast(device, t.amp):
+                    loss = task.loss(state.step)
+                loss.backward()
+                if t.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                opt.step()
+                updated = sparsifier.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                loss_acc += loss.detach().float()
+                acc_steps += 1
+                state.step += 1
+                log.step()
+                if updated:
+                    _append(metrics, _topology_event(sparsifier, state.step, task.steps_per_epoch))
+                boundary = state.step % eval_interval == 0 or state.step == total_steps
+                if boundary or guard.signum is not None:
+                    state.loss_sum += float(loss_acc)  # one device sync per evaluation, not per step
+                    state.loss_count += acc_steps
+                    loss_acc.zero_()
+                    acc_steps = 0
+                if boundary:
+                    evaluate()
+                    evals_done += 1
+                    if evals_done % t.checkpoint_every == 0 or state.step == total_steps:
                         checkpoint()
-                        raise Interrupted(guard.signum, run_dir)
-                state.loss_sum += float(loss_acc)
-                train_loss = state.loss_sum / steps_per_epoch
-                state.epoch += 1
-                state.batch = 0
-                state.loss_sum = 0.0
-                if state.epoch % t.eval_every == 0 or state.epoch == t.epochs:
-                    test_loss, test_acc = _evaluate(model, x_test, y_test)
-                    st = sparsifier.stats()
-                    wall = state.wall + time.perf_counter() - start
-                    event = {
-                        "event": "eval",
-                        "step": state.step,
-                        "epoch": float(state.epoch),
-                        "train_loss": train_loss,
-                        "test_loss": test_loss,
-                        "test_acc": test_acc,
-                        "density": st["density"],
-                        "anp": st["anp"],
-                        "lr": opt.param_groups[0]["lr"],
-                        "wall_time_s": wall,
-                    }
-                    _append(metrics, event)
-                    log.eval(
-                        f"epoch {state.epoch}/{t.epochs} step {state.step} loss {train_loss:.4f} "
-                        f"test acc {100 * test_acc:.2f}% density {st['density']:.4f} anp {st['anp']:.3f} "
-                        f"({wall:.1f} s)",
-                        {
-                            "loss": f"{train_loss:.3f}",
-                            "acc": f"{100 * test_acc:.1f}%",
-                            "density": f"{st['density']:.3f}",
-                        },
-                    )
-                if state.epoch % t.checkpoint_every == 0 or state.epoch == t.epochs:
-                    checkpoint()
-                if guard.signum is not None:  # arrived during evaluation
+                if guard.signum is not None:
                     checkpoint()
                     raise Interrupted(guard.signum, run_dir)
         finally:
             log.close()
 
     wall = state.wall + time.perf_counter() - start
-    summary = _summary(cfg, run_dir, model, sparsifier, metrics, device, wall, total_steps, command)
+    final = task.final_metrics()
+    summary = _summary(cfg, run_dir, task, sparsifier, metrics, device, wall, total_steps, command, final)
     atomic_write_json(run_dir / SUMMARY, summary)
     return summary
 
@@ -414,16 +411,19 @@ def _topology_event(sparsifier: DynamicSparsifier, step: int, steps_per_epoch: i
 def _summary(
     cfg: ExperimentConfig,
     run_dir: Path,
-    model: nn.Module,
+    task: Task,
     sparsifier: DynamicSparsifier,
     metrics: Path,
     device: torch.device,
     wall: float,
     total_steps: int,
     command: str | None,
+    final: dict[str, Any],
 ) -> dict[str, Any]:
     evals = [e for e in map(json.loads, metrics.read_text().splitlines()) if e["event"] == "eval"]
     last = evals[-1]
+    best = max if task.higher_is_better else min
+    reserved = {"event", "step", "epoch", "density", "anp", "lr", "wall_time_s"}
     st = sparsifier.stats()
     layers = {}
     for name, layer in sparsifier.layers.items():
@@ -441,15 +441,18 @@ def _summary(
         "seed": cfg.seed,
         "density": cfg.sparsity.density if sparsifier.config.sparse else 1.0,
         "dataset": cfg.data.name,
-        "model": cfg.model.name,
-        "epochs": cfg.train.epochs,
+        "model": cfg.model.name if cfg.model.size is None else f"{cfg.model.name}:{cfg.model.size}",
+        "epochs": total_steps // task.steps_per_epoch
+        if total_steps % task.steps_per_epoch == 0
+        else total_steps / task.steps_per_epoch,
         "steps": total_steps,
+        "metric": task.metric,
         "metrics": {
-            "test_acc": last["test_acc"],
-            "best_test_acc": max(e["test_acc"] for e in evals),
-            "test_loss": last["test_loss"],
-            "train_loss": last["train_loss"],
+            **{k: v for k, v in last.items() if k not in reserved},
+            f"best_{task.metric}": best(e[task.metric] for e in evals),
+            **final,
         },
+        "data": task.describe(),
         "final_density": st["density"],
         "anp": st["anp"],
         "layers": layers,
@@ -459,5 +462,4 @@ def _summary(
         "git_commit": _git_commit(),
         "command": command or " ".join(sys.argv),
         "run_dir": str(run_dir),
-        "pid": os.getpid(),
     }

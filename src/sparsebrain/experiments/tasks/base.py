@@ -1,0 +1,53 @@
+"""What the generic training loop needs from a task (classification, language modelling, translation)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Task"]
+
+
+class Task(ABC):
+    """A task owns its data and model and turns a global step number into a training loss.
+
+    Batches are a pure function of ``(seed, step)``, so a run resumed from a checkpoint sees exactly the batches an
+    uninterrupted run would have seen, with no data-loader state to save.
+
+    Attributes:
+        model: the model being trained (on the task's device).
+        steps_per_epoch: optimizer steps in one pass over the training data (or one evaluation period).
+        total_steps: optimizer steps of the whole run.
+        metric: the name of the headline evaluation metric, e.g. ``"test_acc"``; ``higher_is_better`` says which way.
+    """
+
+    model: nn.Module
+    steps_per_epoch: int
+    total_steps: int
+    metric: str = "test_acc"
+    higher_is_better: bool = True
+
+    @abstractmethod
+    def loss(self, step: int) -> Tensor:
+        """The training loss of the batch of global step ``step`` (0-based), differentiable."""
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, float]:
+        """Held-out metrics; must contain ``self.metric``. Called in eval mode under ``torch.no_grad``."""
+
+    def final_metrics(self) -> dict[str, Any]:
+        """Extra metrics computed once at the end of training (e.g. test BLEU with beam search)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the data recorded in the summary (sizes, tokenizer path...)."""
+        return {}
+
+
+def autocast(device: torch.device, amp: str) -> torch.autocast:
+    """bf16 autocast on CUDA when ``amp`` is "bf16" or "auto"; a disabled context otherwise."""
+    enabled = device.type == "cuda" and amp in ("bf16", "auto")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)

@@ -1,0 +1,58 @@
+"""Image classification with an MLP (the CHT papers' MLP experiments)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...data import ArrayDataset
+from ...models import MODELS
+from .base import Task
+
+__all__ = ["ClassificationTask"]
+
+
+class ClassificationTask(Task):
+    """Cross-entropy on an in-memory :class:`~sparsebrain.data.ArrayDataset`; one epoch = one shuffled pass."""
+
+    metric = "test_acc"
+    higher_is_better = True
+
+    def __init__(self, cfg: Any, dataset: ArrayDataset, device: torch.device) -> None:
+        self.cfg = cfg
+        self.dataset = dataset
+        self.x_train, self.y_train = dataset.x_train.to(device), dataset.y_train.to(device)
+        self.x_test, self.y_test = dataset.x_test.to(device), dataset.y_test.to(device)
+        self.batch = min(cfg.train.batch_size, len(self.x_train))
+        self.steps_per_epoch = len(self.x_train) // self.batch  # the last partial batch is dropped
+        self.total_steps = cfg.train.steps or self.steps_per_epoch * cfg.train.epochs
+        self.model = MODELS.get(cfg.model.name)(
+            dataset.num_features, cfg.model.hidden, dataset.num_classes, dropout=cfg.model.dropout, **cfg.model.options
+        ).to(device)
+        self._order: tuple[int, Tensor] | None = None
+
+    def _permutation(self, epoch: int) -> Tensor:
+        if self._order is None or self._order[0] != epoch:
+            gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            self._order = (epoch, torch.randperm(len(self.x_train), generator=gen).to(self.x_train.device))
+        return self._order[1]
+
+    def loss(self, step: int) -> Tensor:
+        epoch, b = divmod(step, self.steps_per_epoch)
+        idx = self._permutation(epoch)[b * self.batch : (b + 1) * self.batch]
+        return F.cross_entropy(self.model(self.x_train[idx]), self.y_train[idx])
+
+    def evaluate(self) -> dict[str, float]:
+        loss_sum, correct, n = 0.0, 0, len(self.x_test)
+        for i in range(0, n, 2048):
+            out = self.model(self.x_test[i : i + 2048])
+            loss_sum += float(F.cross_entropy(out.float(), self.y_test[i : i + 2048], reduction="sum"))
+            correct += int((out.argmax(1) == self.y_test[i : i + 2048]).sum())
+        return {"test_loss": loss_sum / n, "test_acc": correct / n}
+
+    def describe(self) -> dict[str, Any]:
+        d = self.dataset
+        return {"train_size": len(d.x_train), "test_size": len(d.x_test), "num_classes": d.num_classes}
