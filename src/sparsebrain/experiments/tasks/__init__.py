@@ -30,4 +30,8 @@ def build_task(cfg: Any, device: torch.device, run_dir: Path, dataset: Any = Non
                 kwargs.update(test_fraction=cfg.data.test_fraction, seed=cfg.data.split_seed)
             dataset = load_dataset(cfg.data.name, **kwargs)
         return ClassificationTask(cfg, dataset, device)
+    if name == "llama":
+        from .language_model import LanguageModelTask
+
+        return LanguageModelTask(cfg, device, run_dir)
     raise ConfigError(f"config key 'model.name': no task is defined for model {name!r}")
