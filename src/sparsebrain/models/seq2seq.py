@@ -112,12 +112,13 @@ def sinusoidal_positions(n: int, dim: int, *, device: torch.device | str | None 
         >>> sinusoidal_positions(3, 4)[1]
         tensor([0.8415, 0.5403, 0.0100, 0.9999])
     """
-    pos = torch.arange(n, dtype=torch.float64, device=device)[:, None]  # (n, 1)
-    freq = torch.pow(10000.0, -torch.arange(0, dim, 2, dtype=torch.float64, device=device) / dim)  # (dim/2,)
-    table = torch.zeros(n, dim, dtype=torch.float64, device=device)  # (n, dim)
+    # Built in float64 on the CPU (some accelerators lack float64) so large positions keep their accuracy.
+    pos = torch.arange(n, dtype=torch.float64)[:, None]  # (n, 1)
+    freq = torch.pow(10000.0, -torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (dim/2,)
+    table = torch.zeros(n, dim, dtype=torch.float64)  # (n, dim)
     table[:, 0::2] = torch.sin(pos * freq)
     table[:, 1::2] = torch.cos(pos * freq)
-    return table.float()  # float64 above so large positions keep their accuracy
+    return table.to(device=device, dtype=torch.float32)
 
 
 class MultiHeadAttention(nn.Module):
@@ -164,9 +165,8 @@ class MultiHeadAttention(nn.Module):
         B, T, C = x.shape
         q = self._heads(self.q(x))  # (B, nh, T, hs)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal
-        )  # (B, nh, T, hs)
+        # (B, nh, T, hs); a boolean mask drops keys with -inf before the softmax, so masked keys get exactly 0 weight
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal)
         return self.o(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
 
     def forward(
@@ -177,7 +177,7 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """``w2(dropout(relu(w1(x))))``: ReLU as in the original Transformer and the papers' translation models.
+    """``w2(dropout(relu(w1(x))))``: ReLU, as in Transformer-base; GELU would not change the sparse structure.
 
     Example:
         >>> FeedForward(16, 32)(torch.zeros(2, 3, 16)).shape
@@ -295,9 +295,9 @@ class Seq2SeqTransformer(nn.Module):
         device: Where to create the parameters.
         dtype: Floating dtype of the parameters.
 
-    Source padding (``pad_id``) may sit anywhere in ``src``: encoder self-attention and decoder cross-attention mask
-    those keys. Decoder inputs must be right-padded (pads after the real tokens), which the causal mask alone keeps
-    from influencing earlier positions.
+    Source pads (``pad_id``) are masked as keys in encoder self-attention and decoder cross-attention, so padding a
+    source on the right changes no output. Decoder inputs must be right-padded too: the causal mask alone then keeps
+    pads from influencing the real positions (and the loss ignores the pads' own outputs).
 
     Example:
         >>> cfg = Seq2SeqConfig(src_vocab=20, tgt_vocab=20, dim=32, n_heads=4, enc_layers=1, dec_layers=1, ff=64)
@@ -397,6 +397,7 @@ class Seq2SeqTransformer(nn.Module):
         if pos is not None:
             x = x + pos(torch.arange(offset, offset + T, device=tokens.device))  # (B, T, C)
         else:
+            assert self.pe is not None  # sinusoidal positions: the table exists
             x = x + self.pe[offset : offset + T]  # (B, T, C)
         return self.drop(x)
 
@@ -413,7 +414,7 @@ class Seq2SeqTransformer(nn.Module):
         """Encodes a batch of source sentences.
 
         Args:
-            src: Token ids ``(B, S)``, padded with ``pad_id`` anywhere; ``S <= config.max_len``.
+            src: Token ids ``(B, S)``, right-padded with ``pad_id``; ``S <= config.max_len``.
 
         Returns:
             ``(memory, src_pad_mask)``: the encoder output ``(B, S, dim)`` and a bool ``(B, S)``, True at pads.
@@ -490,7 +491,7 @@ class Seq2SeqTransformer(nn.Module):
     def _trim(self, out: Tensor) -> Tensor:
         """Cuts the columns after the longest output (everything right of it is padding)."""
         lengths = (out != self.config.pad_id).sum(dim=1)  # (B,)
-        return out[:, : max(int(lengths.max()), 1)]
+        return out[:, : max(int(lengths.max()) if lengths.numel() else 0, 1)]
 
     def greedy_decode(self, src: Tensor, max_len: int | None = None) -> Tensor:
         """Greedy decoding: the most probable next token until ``eos`` (per sentence) or ``max_len`` tokens.
@@ -534,18 +535,19 @@ class Seq2SeqTransformer(nn.Module):
     ) -> Tensor:
         """Beam search, batched over sentences (the papers report BLEU with beam 2).
 
-        Each step extends the ``beam_size`` live hypotheses of a sentence by every token and keeps the ``2 * beam_size``
-        best by summed log-probability. Candidates ending in ``eos`` among the first ``beam_size`` are finished, scored
-        ``log p / length ** length_penalty`` (length counts eos); the best ``beam_size`` non-eos candidates live on.
-        A sentence stops once it has ``beam_size`` finished hypotheses; at ``max_len`` its live ones are finished as
-        they are. The answer is the finished hypothesis with the best score. With ``beam_size=1`` this is greedy
-        decoding, token for token.
+        A sentence keeps ``beam_size`` hypotheses, ranked by summed log-probability. Each step, a live hypothesis
+        is extended by every token and a finished one (ended by ``eos``) by nothing, at no cost, so finished and live
+        hypotheses compete for the same slots; the best ``beam_size`` stay. Every hypothesis that finishes in the
+        beam (or reaches ``max_len``) is scored ``log p / length ** length_penalty`` (length counts eos), and the
+        best-scored one is the answer. A sentence stops when its whole beam is finished, or as soon as no live
+        hypothesis can beat that best score any more (log p only falls, and the length is at most ``max_len``).
+        With ``beam_size=1`` this is greedy decoding, token for token.
 
         Args:
             src: Source ids ``(B, S)``.
             beam_size: Hypotheses kept per sentence.
             max_len: Most tokens generated per sentence (eos included); default and upper bound ``config.max_len``.
-            length_penalty: Exponent ``alpha`` of the length normalisation (0: raw log-probability, 1: per token).
+            length_penalty: Exponent ``alpha`` of the length normalisation (0: summed log-probability, 1: per token).
 
         Returns:
             Token ids ``(B, L)`` as from :meth:`greedy_decode`.
@@ -568,56 +570,47 @@ class Seq2SeqTransformer(nn.Module):
             B, dev = src.shape[0], src.device
             V = cfg.tgt_vocab
             rows = torch.arange(B, device=dev)[:, None]  # (B, 1)
-            ranks = torch.arange(2 * K, device=dev)[None, :]  # (1, 2K)
             # Only beam 0 is live at the start, so the first step does not fill the beam with copies of one token.
-            scores = torch.full((B, K), -torch.inf, device=dev)  # (B, K)
+            scores = torch.full((B, K), -torch.inf, device=dev)  # (B, K) summed log-probabilities
             scores[:, 0] = 0.0
+            finished = torch.zeros(B, K, dtype=torch.bool, device=dev)  # (B, K)
             hyps = torch.full((B, K, L), cfg.pad_id, dtype=torch.long, device=dev)  # (B, K, L)
-            fin_scores = torch.full((B, K), -torch.inf, device=dev)  # (B, K), best first
-            fin_hyps = hyps.clone()  # (B, K, L)
-            n_fin = torch.zeros(B, dtype=torch.long, device=dev)  # (B,)
+            best_score = torch.full((B,), -torch.inf, device=dev)  # (B,) length-normalised
+            best_hyp = torch.full((B, L), cfg.pad_id, dtype=torch.long, device=dev)  # (B, L)
             done = torch.zeros(B, dtype=torch.bool, device=dev)  # (B,)
+            # A finished hypothesis continues with one candidate: itself, padded, at no cost.
+            stay = torch.full((V,), -torch.inf, device=dev)  # (V,)
+            stay[cfg.pad_id] = 0.0
             last = torch.full((B * K, 1), cfg.bos_id, dtype=torch.long, device=dev)  # (B*K, 1)
             for t in range(L):
                 logp = self._next_log_probs(last, t, caches, memory_mask).view(B, K, V)  # (B, K, V)
+                logp = torch.where(finished[:, :, None], stay, logp)  # (B, K, V)
                 cand = (scores[:, :, None] + logp).view(B, K * V)  # (B, K*V)
-                top_scores, top_idx = cand.topk(2 * K, dim=1)  # (B, 2K) each, best first
-                beam, tok = top_idx // V, top_idx % V  # (B, 2K) each
-                cand_hyps = hyps[rows, beam]  # (B, 2K, L)
-                cand_hyps[:, :, t] = tok
-                is_eos = tok == cfg.eos_id  # (B, 2K)
-                # An eos ranked below beam_size is dropped (as in fairseq): a better candidate exists at this length.
-                finish = is_eos & (ranks < K) & torch.isfinite(top_scores) & ~done[:, None]  # (B, 2K)
-                normed = top_scores / float(t + 1) ** alpha  # (B, 2K)
-                fin_scores, fin_hyps = self._keep_best(
-                    fin_scores, fin_hyps, normed.masked_fill(~finish, -torch.inf), cand_hyps, K
-                )
-                n_fin += finish.sum(dim=1)
-                done |= n_fin >= K
-                if bool(done.all()):
+                scores, idx = cand.topk(K, dim=1)  # (B, K) each, best first
+                beam, tok = idx // V, idx % V  # (B, K) each
+                hyps = hyps[rows, beam]  # (B, K, L)
+                hyps[:, :, t] = tok
+                was_finished = finished[rows, beam]  # (B, K)
+                finished = was_finished | (tok == cfg.eos_id)  # (B, K)
+                # Score what finishes now (length t + 1); at max_len the live hypotheses finish as they are.
+                ending = (finished & ~was_finished) | (~finished if t == L - 1 else torch.zeros_like(finished))
+                ending &= torch.isfinite(scores) & ~done[:, None]  # (B, K)
+                normed = (scores / float(t + 1) ** alpha).masked_fill(~ending, -torch.inf)  # (B, K)
+                top, j = normed.max(dim=1)  # (B,) each
+                better = top > best_score  # (B,)
+                best_score = torch.where(better, top, best_score)
+                best_hyp = torch.where(better[:, None], hyps[rows[:, 0], j], best_hyp)  # (B, L)
+                # A live hypothesis ends with log p <= its score now and a length in [t + 2, L]; this bounds its score.
+                live = scores.masked_fill(finished, -torch.inf).amax(dim=1)  # (B,)
+                bound = torch.maximum(live / float(min(t + 2, L)) ** alpha, live / float(L) ** alpha)  # (B,)
+                done |= finished.all(dim=1) | (best_score >= bound)
+                if t == L - 1 or bool(done.all()):
                     break
-                # Each beam adds at most one eos candidate, so at least K of the 2K candidates are not eos.
-                scores, pick = top_scores.masked_fill(is_eos, -torch.inf).topk(K, dim=1)  # (B, K) each
-                hyps = cand_hyps[rows, pick]  # (B, K, L)
-                last = tok[rows, pick].reshape(B * K, 1)  # (B*K, 1)
-                origin = (rows * K + beam[rows, pick]).reshape(-1)  # (B*K,) the row each new beam continues
+                last = tok.reshape(B * K, 1)  # (B*K, 1)
+                origin = (rows * K + beam).reshape(-1)  # (B*K,) the row each new hypothesis continues
                 for cache in caches:
                     cache.reorder_(origin)
-            else:
-                # max_len reached: unfinished sentences finish their live hypotheses as they are.
-                normed = (scores / float(L) ** alpha).masked_fill(done[:, None], -torch.inf)  # (B, K)
-                fin_scores, fin_hyps = self._keep_best(fin_scores, fin_hyps, normed, hyps, K)
-        return self._trim(fin_hyps[:, 0])
-
-    @staticmethod
-    def _keep_best(scores: Tensor, hyps: Tensor, new_scores: Tensor, new_hyps: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """The ``k`` best of two scored sets of hypotheses ``(B, *, L)``, best first (-inf marks an empty slot)."""
-        all_scores = torch.cat([scores, new_scores], dim=1)  # (B, k + m)
-        all_hyps = torch.cat([hyps, new_hyps], dim=1)  # (B, k + m, L)
-        # Stable sort: on a tie the hypothesis finished earlier (listed first) stays ahead.
-        best_scores, order = all_scores.sort(dim=1, descending=True, stable=True)  # (B, k + m)
-        rows = torch.arange(scores.shape[0], device=scores.device)[:, None]  # (B, 1)
-        return best_scores[:, :k], all_hyps[rows, order[:, :k]]
+        return self._trim(best_hyp)
 
     def sequence_scores(self, src: Tensor, hyps: Tensor, length_penalty: float = 1.0) -> Tensor:
         """The score beam search gives hypotheses: ``sum log p(token) / length ** length_penalty``.
@@ -642,6 +635,7 @@ class Seq2SeqTransformer(nn.Module):
         """
         cfg = self.config
         self._check_tokens(hyps, "hyps")
+        hyps = hyps.long()
         bos = torch.full_like(hyps[:, :1], cfg.bos_id)  # (B, 1)
         tgt_in = torch.cat([bos, hyps[:, :-1]], dim=1)  # (B, L)
         with _eval_mode(self):
