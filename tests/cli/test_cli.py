@@ -190,3 +190,26 @@ def test_language_model_run(tmp_path: Path) -> None:
     assert (run / "tokenizer.json").exists()
     topo = [e for e in _events(run) if e["event"] == "topology"]
     assert len(topo) == 3  # steps 10, 20, 30 (end_fraction 0.75 of 40)
+
+
+def test_translation_run(tmp_path: Path) -> None:
+    pytest.importorskip("tokenizers")
+    pytest.importorskip("sacrebleu")
+    import shutil
+
+    cache = Path.home() / ".cache" / "sparsebrain" / "bible_pairs_v1.tsv"
+    if shutil.which("diatheke") is None and not cache.exists():
+        pytest.skip("apt-get install diatheke sword-text-kjv sword-text-sparv")
+    run = tmp_path / "mt"
+    sb("train", "--model.name", "seq2seq", "--data.name", "bible_en_es", "--data.vocab_size", "600",
+       "--data.max_len", "48", "--model.options", "{dim: 32, n_heads: 2, enc_layers: 1, dec_layers: 1, ff: 64}",
+       "--train.steps", "12", "--train.batch_size", "1024", "--train.optimizer", "adamw", "--train.lr", "0.001",
+       "--train.threads", "2", "--sparsity.method", "chts", "--sparsity.density", "0.2",
+       "--sparsity.update_interval", "4", "--sparsity.options", "{weight_init: keep}", "--run-dir", str(run))  # fmt: skip
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metric"] == "valid_bleu"
+    m = summary["metrics"]
+    assert {"valid_loss", "valid_bleu", "test_bleu", "test_bleu_greedy"} <= set(m)
+    assert 0 <= m["test_bleu"] <= 100
+    assert summary["final_density"] == pytest.approx(0.2, abs=2e-3)
+    assert summary["data"]["pairs"]["test"] > 0

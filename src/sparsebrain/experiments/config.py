@@ -144,12 +144,22 @@ class ExperimentConfig:
             from ..data import text
 
             data_registry = text.CORPORA
+        elif self.model.name == "seq2seq":
+            data_registry = {"bible_en_es"}  # the one parallel corpus we can have offline
         else:
             data_registry = DATASETS
-        try:
-            data_registry.get(self.data.name)
-        except ValueError as e:
-            raise ConfigError(f"config key 'data.name' (for model {self.model.name!r}): {e}") from None
+        if isinstance(data_registry, set):
+            need(
+                self.data.name in data_registry,
+                "data.name",
+                f"one of {sorted(data_registry)} for seq2seq",
+                self.data.name,
+            )
+        else:
+            try:
+                data_registry.get(self.data.name)
+            except ValueError as e:
+                raise ConfigError(f"config key 'data.name' (for model {self.model.name!r}): {e}") from None
         need(
             self.data.vocab_size >= 300,
             "data.vocab_size",

@@ -3,11 +3,23 @@
 from ..registry import Registry
 from .llama import LLAMA_SIZES, LlamaConfig, LlamaLM, llama_config
 from .mlp import MLP
+from .seq2seq import Seq2SeqConfig, Seq2SeqTransformer, label_smoothed_loss
 
-__all__ = ["LLAMA_SIZES", "MLP", "MODELS", "LlamaConfig", "LlamaLM", "llama_config"]
+__all__ = [
+    "LLAMA_SIZES",
+    "MLP",
+    "MODELS",
+    "LlamaConfig",
+    "LlamaLM",
+    "Seq2SeqConfig",
+    "Seq2SeqTransformer",
+    "label_smoothed_loss",
+    "llama_config",
+]
 
 # Each entry is the model class; the experiments CLI picks the task from the name (mlp: classification,
 # llama: language modelling, seq2seq: translation).
 MODELS: Registry[type] = Registry("model")
 MODELS.register("mlp", MLP)
 MODELS.register("llama", LlamaLM)
+MODELS.register("seq2seq", Seq2SeqTransformer)

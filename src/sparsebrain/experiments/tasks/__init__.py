@@ -34,4 +34,8 @@ def build_task(cfg: Any, device: torch.device, run_dir: Path, dataset: Any = Non
         from .language_model import LanguageModelTask
 
         return LanguageModelTask(cfg, device, run_dir)
+    if name == "seq2seq":
+        from .translation import TranslationTask
+
+        return TranslationTask(cfg, device, run_dir)
     raise ConfigError(f"config key 'model.name': no task is defined for model {name!r}")
