@@ -205,7 +205,8 @@ def test_translation_run(tmp_path: Path) -> None:
        "--data.max_len", "48", "--model.options", "{dim: 32, n_heads: 2, enc_layers: 1, dec_layers: 1, ff: 64}",
        "--train.steps", "12", "--train.batch_size", "1024", "--train.optimizer", "adamw", "--train.lr", "0.001",
        "--train.threads", "2", "--sparsity.method", "chts", "--sparsity.density", "0.2",
-       "--sparsity.update_interval", "4", "--sparsity.options", "{weight_init: keep}", "--run-dir", str(run))  # fmt: skip
+       "--sparsity.update_interval", "4", "--sparsity.options", "{weight_init: keep}",
+       "--run-dir", str(run))  # fmt: skip
     summary = json.loads((run / "summary.json").read_text())
     assert summary["metric"] == "valid_bleu"
     m = summary["metrics"]
