@@ -11,7 +11,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sparsebrain.experiments.report import Stat, build_report, collect_runs, markdown_table, summarize
+from sparsebrain.experiments.report import (
+    Stat,
+    build_report,
+    collect_runs,
+    headline_metric,
+    higher_is_better,
+    markdown_table,
+    metric_spec,
+    summarize,
+    time_axis,
+)
 
 pytest.importorskip("matplotlib")
 
@@ -30,6 +40,11 @@ def _hist(degrees: np.ndarray) -> list[int]:
     return np.bincount(degrees).tolist()
 
 
+def _lm_curve(final: float) -> list[float]:
+    """Validation perplexity at the EPOCHS evaluations of a fake LM run: falls, then ends 5 % above its minimum."""
+    return [3.0 * final, 1.5 * final, final / 1.05, final]
+
+
 def write_run(
     root: Path,
     method: str,
@@ -40,13 +55,20 @@ def write_run(
     *,
     finished: bool = True,
     shapes: dict[str, tuple[int, int]] = SHAPES,
+    lm: bool = False,
 ) -> Path:
-    """One run directory: config.yaml, metrics.jsonl (eval + topology events), summary.json if finished."""
+    """One run directory: config.yaml, metrics.jsonl (eval + topology events), summary.json if finished.
+
+    With ``lm`` it is a language-model run as the trainer writes one: ``acc`` is then the final validation
+    perplexity, the summary names ``"metric": "val_ppl"``, and evaluations every 10 steps of a 13-step epoch fall at
+    fractional epochs. Without it, a classification summary written before summaries named their metric.
+    """
     run = root / (f"{method}_s{seed}" if method == "dense" else f"{method}_d{density:g}_s{seed}")
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(f"method: {method}\ndensity: {density}\nseed: {seed}\n")
     rng = np.random.default_rng(zlib.crc32(f"{method}/{density}/{seed}".encode()))  # stable across processes
-    steps_per_epoch = 10
+    steps_per_epoch = 13 if lm else 10
+    eval_interval = 10 if lm else steps_per_epoch
     sparse = method != "dense"
     has_scores = method.startswith("cht")  # SET regrows at random: no scores, score_var null
     lines: list[dict[str, Any]] = []
@@ -74,24 +96,29 @@ def write_run(
                 # CHTss-like schedule: sparsity grows towards the target; ANP differs a little between seeds.
                 d_now = density * (2 - e / EPOCHS) if method == "chtss" else density
                 anp_now = 0.5 + 0.1 * e + 0.02 * seed
+                step = int(e * eval_interval)
                 lines.append(
                     {
                         "event": "topology",
-                        "step": int(e * steps_per_epoch),
-                        "epoch": e,
+                        "step": step,
+                        "epoch": step / steps_per_epoch,
                         "density": d_now,
                         "anp": anp_now,
                         "layers": layers,
                     }
                 )
+        if lm:
+            ppl = _lm_curve(acc)[epoch - 1]
+            values = {"val_loss": math.log(ppl), "val_ppl": ppl}
+        else:
+            values = {"test_loss": 1.1 / epoch, "test_acc": acc - 0.02 * (EPOCHS - epoch)}
         lines.append(
             {
                 "event": "eval",
-                "step": epoch * steps_per_epoch,
-                "epoch": float(epoch),
+                "step": epoch * eval_interval,
+                "epoch": epoch * eval_interval / steps_per_epoch,
                 "train_loss": 1.0 / epoch,
-                "test_loss": 1.1 / epoch,
-                "test_acc": acc - 0.02 * (EPOCHS - epoch),
+                **values,
                 "density": density,
                 "anp": 1.0 if not sparse else 0.5 + 0.1 * epoch + 0.02 * seed,
                 "lr": 0.01,
@@ -111,7 +138,7 @@ def write_run(
             }
             for n, m in masks.items()
         }
-        summary = {
+        summary: dict[str, Any] = {
             "status": "finished",
             "name": "toy_mlp",
             "method": method,
@@ -122,6 +149,24 @@ def write_run(
             "epochs": EPOCHS,
             "steps": EPOCHS * steps_per_epoch,
             "metrics": {"test_acc": acc, "best_test_acc": acc + 0.005, "test_loss": 0.3, "train_loss": 0.2},
+        }
+        if lm:  # what the trainer writes for a language model (see trainer._summary)
+            summary |= {
+                "name": "toy_lm",
+                "dataset": "toy_text",
+                "model": "llama:llama-tiny",
+                "epochs": EPOCHS * eval_interval / steps_per_epoch,
+                "steps": EPOCHS * eval_interval,
+                "metric": "val_ppl",
+                "metrics": {
+                    "train_loss": 1.0 / EPOCHS,
+                    "val_loss": math.log(acc),
+                    "val_ppl": acc,
+                    "best_val_ppl": min(_lm_curve(acc)),
+                },
+                "data": {"corpus": "toy_text", "train_tokens": 1000, "valid_tokens": 100, "vocab_size": 64},
+            }
+        summary |= {
             "final_density": 1.0 if not sparse else density + 0.001 * seed,
             "anp": 1.0 if not sparse else 0.9,
             "layers": layers,
@@ -282,3 +327,144 @@ def test_many_layers_are_pooled_in_the_degree_plot(tmp_path: Path) -> None:
     assert "Skipped: no topology update reported a score_var" in text  # SET has no regrowth scores
     assert not (tmp_path / "out" / "ch_score_variance.png").exists()
     assert (tmp_path / "out" / "degree_distribution.png").read_bytes()[:8] == PNG_MAGIC
+
+
+# ------------------------------------------------------------------------------------------ language-model runs
+
+# Final validation perplexity per (method, density) and seed; each run's best is final / 1.05 (see _lm_curve).
+PPL = {("dense", 1.0): [60.0, 62.0, 64.0], ("chtss", 0.1): [66.0, 66.5, 67.0], ("set", 0.1): [70.0, 71.0, 72.0]}
+LM_PLOTS = ["val_ppl.png", *PLOTS[1:]]
+
+
+@pytest.fixture(scope="module")
+def lm_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("runs") / "toy_lm"
+    for (method, density), ppls in PPL.items():
+        for seed, ppl in enumerate(ppls):
+            write_run(root, method, density, seed, ppl, WALL[seed], lm=True)
+    write_run(root, "set", 0.1, 7, 80.0, 1.0, finished=False, lm=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lm_report(lm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_report([lm_root], tmp_path_factory.mktemp("lm_report"), published={"dense": 58.123, "set": 66.5})
+
+
+def test_lm_rows_hold_perplexity_with_the_minimum_as_best(lm_root: Path) -> None:
+    runs = collect_runs([lm_root])
+    assert headline_metric(runs) == "val_ppl"
+    rows = summarize(runs)
+    assert [(r.method, r.density) for r in rows] == [("dense", 1.0), ("chtss", 0.1), ("set", 0.1)]
+    dense = rows[0]
+    assert dense.metric == "val_ppl"
+    assert dense.value == Stat(pytest.approx(62.0), pytest.approx(2.0), 3)  # raw perplexity, not scaled
+    assert dense.best.mean == pytest.approx(62.0 / 1.05)  # the lowest evaluation, below the final one
+    assert dense.best.mean < dense.value.mean
+    with pytest.raises(AttributeError, match="val_ppl"):
+        dense.test_acc  # noqa: B018  (the classification name must not hand out a perplexity)
+
+
+def test_lm_markdown_table_text(lm_root: Path) -> None:
+    rows = summarize(collect_runs([lm_root]))
+    lines = markdown_table(rows).splitlines()
+    assert lines[0] == "| method | density | seeds | val ppl | best val ppl | final density | ANP | wall time s |"
+    assert lines[1] == "|---|---:|---:|---:|---:|---:|---:|---:|"
+    assert lines[2] == "| dense | 1 | 3 | 62.00 ± 2.00 | 59.05 ± 1.90 | 1.0000 ± 0.0000 | 1.000 ± 0.000 | 20.0 ± 10.0 |"
+    assert (
+        lines[3] == "| chtss | 0.1 | 3 | 66.50 ± 0.50 | 63.33 ± 0.48 | 0.1010 ± 0.0010 | 0.900 ± 0.000 | 20.0 ± 10.0 |"
+    )
+    assert lines[4].startswith("| set | 0.1 | 3 | 71.00 ± 1.00 | 67.62 ± 0.95 |")
+    assert len(lines) == 5
+
+    pub = markdown_table(rows, published={"dense": 58.123, "set": 66.5}).splitlines()
+    assert pub[0].endswith("| wall time s | published val ppl |")
+    assert pub[2].endswith("| 58.12 |") and pub[3].endswith("|  |") and pub[4].endswith("| 66.50 |")
+
+
+def test_lm_report_writes_and_links_the_metric_plot(lm_report: Path) -> None:
+    out = lm_report.parent
+    text = lm_report.read_text()
+    assert "| dense | 1 | 3 | 62.00 ± 2.00 | 59.05 ± 1.90 |" in text and "published val ppl" in text
+    assert "lower is better" in text and "Accuracies" not in text
+    for name in LM_PLOTS:
+        assert f"]({name})" in text, name
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 10_000, name
+    assert not (out / "accuracy.png").exists() and "accuracy.png" not in text
+    assert "### Validation perplexity" in text
+    assert "against the optimizer step" in text  # evaluations at epochs 0.77, 1.54, ...: plotted against step
+    assert "val ppl 60.00;" in text  # run list: dense seed 0
+    assert "epochs 3.08; steps 40" in text
+    unfinished = text.split("## Unfinished runs")[1]
+    assert "set_d0.1_s7" in unfinished and "stopped after epoch 1.54 (step 20), last val ppl 120.00" in unfinished
+
+
+def test_time_axis_is_step_only_when_evaluations_fall_inside_epochs(runs_root: Path, lm_root: Path) -> None:
+    assert time_axis(summarize(collect_runs([runs_root]))) == "epoch"
+    assert time_axis(summarize(collect_runs([lm_root]))) == "step"
+
+
+def test_mixed_metrics_raise_naming_both_runs(tmp_path: Path) -> None:
+    write_run(tmp_path / "runs", "set", 0.05, 0, 0.8, 1.0)
+    write_run(tmp_path / "runs", "set", 0.1, 0, 70.0, 1.0, lm=True)
+    with pytest.raises(ValueError, match="different headline metrics") as err:
+        summarize(collect_runs([tmp_path / "runs"]))
+    message = str(err.value)
+    assert "set_d0.05_s0" in message and "set_d0.1_s0" in message
+    assert "'test_acc'" in message and "'val_ppl'" in message
+    with pytest.raises(ValueError, match="different headline metrics"):
+        build_report([tmp_path / "runs"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_missing_metric_key_means_test_acc(tmp_path: Path) -> None:
+    # An older summary (no "metric") next to a newer classification summary that names it: one metric, no error.
+    write_run(tmp_path, "set", 0.05, 0, 0.8, 1.0)
+    newer = write_run(tmp_path, "set", 0.05, 1, 0.9, 1.0)
+    summary = json.loads((newer / "summary.json").read_text())
+    (newer / "summary.json").write_text(json.dumps(summary | {"metric": "test_acc"}))
+    (row,) = summarize(collect_runs([tmp_path]))
+    assert row.metric == "test_acc" and row.value.mean == pytest.approx(85.0)
+
+
+def test_best_falls_back_to_the_eval_events(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "set", 0.1, 0, 70.0, 1.0, lm=True)
+    summary = json.loads((run / "summary.json").read_text())
+    del summary["metrics"]["best_val_ppl"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    (row,) = summarize(collect_runs([tmp_path]))
+    assert row.best.mean == pytest.approx(70.0 / 1.05)  # min, since lower perplexity is better
+    (run / "metrics.jsonl").write_text("")
+    with pytest.raises(ValueError, match="best_val_ppl"):
+        summarize(collect_runs([tmp_path]))
+
+
+def test_metric_direction_and_presentation() -> None:
+    assert all(higher_is_better(m) for m in ("test_acc", "val_acc", "bleu", "valid_bleu", "test_bleu"))
+    assert not any(higher_is_better(m) for m in ("val_ppl", "test_ppl", "val_loss", "valid_loss"))
+    with pytest.raises(ValueError, match="f1"):
+        higher_is_better("val_f1")
+    acc, ppl, bleu = metric_spec("test_acc"), metric_spec("val_ppl"), metric_spec("valid_bleu")
+    assert (acc.column, acc.best_column, acc.published_column) == ("accuracy %", "best acc %", "published acc %")
+    assert (acc.scale, acc.plot_file, acc.show(90.5)) == (100.0, "accuracy.png", "90.50 %")
+    assert (ppl.column, ppl.best_column, ppl.published_column) == ("val ppl", "best val ppl", "published val ppl")
+    assert (ppl.scale, ppl.digits, ppl.plot_file, ppl.show(64.912)) == (1.0, 2, "val_ppl.png", "64.91")
+    assert (bleu.column, bleu.digits, bleu.long_name, bleu.higher_is_better) == (
+        "valid bleu",
+        2,
+        "validation BLEU",
+        True,
+    )
+    assert metric_spec("val_loss").digits == 4
+
+
+def test_log_axis_bands_are_geometric() -> None:
+    from sparsebrain.experiments.report import _mean_curve
+
+    # Two seeds at 1 and 100: a ± std band would reach below zero, which a log axis cannot show.
+    _, centre, lo, hi = _mean_curve([([0.0, 1.0], [1.0, 1.0]), ([0.0, 1.0], [100.0, 100.0])], log=True)
+    assert centre == pytest.approx([10.0, 10.0])  # the geometric mean
+    assert lo[0] > 0 and lo[0] * hi[0] == pytest.approx(100.0)  # ×/÷ the same factor
+    _, mean, lo_lin, _ = _mean_curve([([0.0, 1.0], [1.0, 1.0]), ([0.0, 1.0], [100.0, 100.0])])
+    assert mean == pytest.approx([50.5, 50.5]) and lo_lin[0] < 0

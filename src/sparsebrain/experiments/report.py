@@ -38,7 +38,9 @@ __all__ = [
     "higher_is_better",
     "markdown_table",
     "metric_spec",
+    "plot_files",
     "summarize",
+    "time_axis",
 ]
 
 SUMMARY = "summary.json"
@@ -46,6 +48,9 @@ METRICS = "metrics.jsonl"
 REPORT = "report.md"
 DPI = 120
 MAX_LAYER_PANELS = 8  # beyond this many sparse layers, degree histograms are summed into one row of panels
+MAX_LEGEND_INSIDE = 6  # a longer legend goes beside the panels, once per figure, instead of over the curves
+MAX_MARKED_POINTS = 12  # curves of at most this many points get markers: the evaluations are that sparse
+DENSE_COLOR = "0.35"  # dark grey: dense is the reference line, not one more method competing for a colour
 DEFAULT_METRIC = "test_acc"  # summaries written before the trainer had other tasks name no metric: classification
 
 
@@ -178,6 +183,11 @@ class Run:
     def seed(self) -> int | None:
         return None if self.summary is None else self.summary.get("seed")
 
+    @property
+    def metric(self) -> str | None:
+        """The summary's headline metric (``"test_acc"`` when it names none); ``None`` without a summary."""
+        return None if self.summary is None else str(self.summary.get("metric") or DEFAULT_METRIC)
+
     def of_kind(self, event: str) -> list[dict[str, Any]]:
         """The events of one kind (``"eval"``, ``"topology"`` or ``"resume"``), in logged order."""
         return [e for e in self.events if e.get("event") == event]
@@ -304,15 +314,18 @@ class Stat:
 class Row:
     """One line of the results table: the finished runs of one (method, density), aggregated over seeds.
 
-    Accuracies are in percent; ``anp`` and ``wall_time_s`` are ``None`` when no run reported them.
+    ``value`` (the headline ``metric`` at the last evaluation) and ``best`` (its best over the evaluations) are in the
+    metric's display units (:class:`MetricSpec`: accuracy in percent, other metrics raw); ``anp`` and ``wall_time_s``
+    are ``None`` when no run reported them.
     """
 
     method: str
     density: float
     seeds: tuple[int, ...]
     runs: tuple[Run, ...]
-    test_acc: Stat
-    best_test_acc: Stat
+    metric: str
+    value: Stat
+    best: Stat
     final_density: Stat
     anp: Stat | None
     wall_time_s: Stat | None
@@ -320,6 +333,24 @@ class Row:
     @property
     def n_seeds(self) -> int:
         return len(self.seeds)
+
+    @property
+    def spec(self) -> MetricSpec:
+        return metric_spec(self.metric)
+
+    # The names of ``value`` and ``best`` from when every report was a classification report.
+    @property
+    def test_acc(self) -> Stat:
+        return self._classification(self.value)
+
+    @property
+    def best_test_acc(self) -> Stat:
+        return self._classification(self.best)
+
+    def _classification(self, stat: Stat) -> Stat:
+        if self.metric != DEFAULT_METRIC:
+            raise AttributeError(f"this row's metric is {self.metric!r}, not test accuracy: use .value and .best")
+        return stat
 
 
 def _require(run: Run, *keys: str) -> Any:
@@ -331,23 +362,67 @@ def _require(run: Run, *keys: str) -> Any:
     return value
 
 
+def headline_metric(runs: Iterable[Run]) -> str:
+    """The headline metric the finished runs share (``"test_acc"`` when there is none to ask).
+
+    Raises:
+        ValueError: two finished runs name different metrics (one table cannot rank perplexity against accuracy);
+            the metric is unknown to :func:`higher_is_better`.
+
+    Example:
+        >>> headline_metric(collect_runs(["runs/lm"]))  # doctest: +SKIP
+        'val_ppl'
+    """
+    first: Run | None = None
+    for run in runs:
+        if not run.finished:
+            continue
+        if first is None:
+            first = run
+        elif run.metric != first.metric:
+            raise ValueError(
+                f"finished runs with different headline metrics: {first.path} has {first.metric!r}, {run.path} has "
+                f"{run.metric!r}; report them separately"
+            )
+    metric = DEFAULT_METRIC if first is None or first.metric is None else first.metric
+    higher_is_better(metric)  # an unknown metric fails here, before any table or plot is made of it
+    return metric
+
+
+def _best(run: Run, spec: MetricSpec) -> float:
+    """``metrics.best_<metric>`` of the summary, or, where an older summary lacks it, the best eval event's value."""
+    metrics = (run.summary or {}).get("metrics") or {}
+    best = metrics.get(f"best_{spec.name}")
+    if best is None:
+        values = [e[spec.name] for e in run.of_kind("eval") if e.get(spec.name) is not None]
+        best = (max if spec.higher_is_better else min)(values) if values else None
+    if best is None:
+        _require(run, "metrics", f"best_{spec.name}")  # raises, naming the file and the key
+    return float(best)
+
+
 def summarize(runs: Iterable[Run]) -> list[Row]:
     """Aggregates the finished runs over seeds, one :class:`Row` per (method, density).
 
     Row order: ``dense`` first, then the other methods in the order they first appear in ``runs`` (which
     :func:`collect_runs` returns in the order of its paths, sorted by path within each, so
     ``report runs/set runs/chtss`` lists SET before CHTss), and within a method from the densest to the sparsest.
-    Unfinished runs are ignored.
+    Unfinished runs are ignored. Every row holds the headline metric of :func:`headline_metric`: its value at the last
+    evaluation (``metrics.<metric>``) and its best (``metrics.best_<metric>``, or where an older summary lacks it the
+    best of the run's eval events, by :func:`higher_is_better`).
 
     Raises:
-        ValueError: no finished run; two finished runs of one (method, density) share a seed (a rerun kept next to
-            the original would otherwise count twice); a summary lacks a required field.
+        ValueError: no finished run; finished runs name different headline metrics; two finished runs of one
+            (method, density) share a seed (a rerun kept next to the original would otherwise count twice); a summary
+            lacks a required field.
 
     Example:
         >>> rows = summarize(collect_runs(["runs/fmnist_mlp"]))  # doctest: +SKIP
-        >>> rows[0].method, rows[0].test_acc.mean, rows[0].n_seeds  # doctest: +SKIP
-        ('dense', 91.2, 3)
+        >>> rows[0].method, rows[0].metric, rows[0].value.mean, rows[0].n_seeds  # doctest: +SKIP
+        ('dense', 'test_acc', 91.2, 3)
     """
+    runs = list(runs)
+    spec = metric_spec(headline_metric(runs))
     groups: dict[tuple[str, float], list[Run]] = {}
     first_seen: dict[str, int] = {}
     for run in runs:
@@ -380,8 +455,9 @@ def summarize(runs: Iterable[Run]) -> list[Row]:
                 density=density,
                 seeds=tuple(seeds),
                 runs=tuple(members),
-                test_acc=Stat.of(100.0 * _require(r, "metrics", "test_acc") for r in members),
-                best_test_acc=Stat.of(100.0 * _require(r, "metrics", "best_test_acc") for r in members),
+                metric=spec.name,
+                value=Stat.of(spec.scale * _require(r, "metrics", spec.name) for r in members),
+                best=Stat.of(spec.scale * _best(r, spec) for r in members),
                 final_density=Stat.of(_require(r, "final_density") for r in members),
                 anp=Stat.of_optional(r.summary.get("anp") for r in members if r.summary is not None),
                 wall_time_s=Stat.of_optional(r.summary.get("wall_time_s") for r in members if r.summary is not None),
@@ -404,10 +480,14 @@ def _escape(text: str) -> str:
 def markdown_table(rows: Sequence[Row], published: Mapping[str, float] | None = None) -> str:
     """A GitHub markdown table, one line per row, values as ``mean ± std`` over seeds.
 
+    The two metric columns follow the rows' headline metric (:func:`metric_spec`): ``accuracy %`` and ``best acc %``
+    for test accuracy, ``val ppl`` and ``best val ppl`` for validation perplexity, and so on.
+
     Args:
         rows: from :func:`summarize`, in the order to print.
-        published: optional method -> published test accuracy **in percent**; adds a "published acc %" column, blank
-            for methods without an entry.
+        published: optional method -> published value of the headline metric **in its display units** (accuracy in
+            percent, perplexity and BLEU raw); adds a "published <metric>" column (``published acc %``,
+            ``published val ppl``), blank for methods without an entry.
 
     Example:
         >>> print(markdown_table(rows, published={"chtss": 90.81}))  # doctest: +SKIP
@@ -415,23 +495,26 @@ def markdown_table(rows: Sequence[Row], published: Mapping[str, float] | None = 
         |---|---:|---:|---:|---:|---:|---:|---:|---:|
         | chtss | 0.01 | 3 | 90.52 ± 0.11 | 90.70 ± 0.09 | 0.0100 ± 0.0000 | 0.312 ± 0.004 | 812.4 ± 3.1 | 90.81 |
     """
-    header = ["method", "density", "seeds", "accuracy %", "best acc %", "final density", "ANP", "wall time s"]
+    spec = metric_spec(rows[0].metric if rows else DEFAULT_METRIC)
+    header = ["method", "density", "seeds", spec.column, spec.best_column, "final density", "ANP", "wall time s"]
     if published is not None:
-        header.append("published acc %")
+        header.append(spec.published_column)
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for r in rows:
+        if r.metric != spec.name:
+            raise ValueError(f"rows with different metrics ({spec.name!r}, {r.metric!r}) cannot share one table")
         cells = [
             _escape(r.method),
             f"{r.density:g}",
             str(r.n_seeds),
-            _cell(r.test_acc, 2),
-            _cell(r.best_test_acc, 2),
+            _cell(r.value, spec.digits),
+            _cell(r.best, spec.digits),
             _cell(r.final_density, 4),
             _cell(r.anp, 3),
             _cell(r.wall_time_s, 1),
         ]
         if published is not None:
-            cells.append(f"{published[r.method]:.2f}" if published.get(r.method) is not None else "")
+            cells.append(f"{published[r.method]:.{spec.digits}f}" if published.get(r.method) is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -439,17 +522,25 @@ def markdown_table(rows: Sequence[Row], published: Mapping[str, float] | None = 
 # ------------------------------------------------------------------------------------------------------------ curves
 
 
-def _mean_curve(series: Sequence[tuple[Sequence[float], Sequence[float]]]) -> tuple[Any, Any, Any]:
-    """Mean and sample std over seeds of curves that may be sampled at different x.
+def _mean_curve(
+    series: Sequence[tuple[Sequence[float], Sequence[float]]], log: bool = False
+) -> tuple[Any, Any, Any, Any]:
+    """The centre line and the band over seeds of curves that may be sampled at different x: ``(x, centre, lo, hi)``.
 
     Each curve is linearly interpolated onto the union of all x, inside its own x range only (no extrapolation), so
-    seeds logged at the same epochs average point by point and seeds logged at different steps still line up.
+    seeds logged at the same epochs average point by point and seeds logged at different steps still line up. The
+    centre is the mean and the band mean ± sample std; with ``log`` (for a log axis) both are taken of the logarithms
+    of the positive values (geometric mean ×/÷ geometric std), since a mean - std at or below zero has no place on a
+    log axis and would be drawn as a block down to its bottom edge.
     """
     import numpy as np
 
     curves = [(np.asarray(x, dtype=float), np.asarray(y, dtype=float)) for x, y in series if len(x)]
+    if log:
+        curves = [(x[y > 0], np.log(y[y > 0])) for x, y in curves]
+        curves = [(x, y) for x, y in curves if x.size]
     if not curves:
-        return np.empty(0), np.empty(0), np.empty(0)
+        return np.empty(0), np.empty(0), np.empty(0), np.empty(0)
     grid = np.unique(np.concatenate([x for x, _ in curves]))
     stack = np.full((len(curves), grid.size), np.nan)
     for i, (x, y) in enumerate(curves):
@@ -461,7 +552,9 @@ def _mean_curve(series: Sequence[tuple[Sequence[float], Sequence[float]]]) -> tu
     mean = np.nanmean(stack, axis=0)
     dev = np.where(np.isnan(stack), 0.0, stack - mean) ** 2
     std = np.sqrt(dev.sum(axis=0) / np.maximum(count - 1, 1))  # ddof=1; 0 where a single seed covers the point
-    return grid, mean, std
+    if log:
+        return grid, np.exp(mean), np.exp(mean - std), np.exp(mean + std)
+    return grid, mean, mean - std, mean + std
 
 
 def _links_weighted(layers: Mapping[str, Mapping[str, Any]], key: str) -> float | None:
@@ -476,11 +569,35 @@ def _links_weighted(layers: Mapping[str, Mapping[str, Any]], key: str) -> float 
     return num / den if den > 0 else None
 
 
-def _series(run: Run, kinds: Sequence[str], value: Callable[[dict[str, Any]], float | None]) -> tuple[list, list]:
+def time_axis(rows: Sequence[Row]) -> str:
+    """The x axis of every curve in a report: ``"epoch"``, or ``"step"`` when some evaluation fell inside an epoch.
+
+    The rule: if any eval event of any run in ``rows`` has a fractional ``epoch`` (step-based runs, e.g. a language
+    model evaluated every 250 steps, where an "epoch" of 325 steps is only a token count: epochs 0.77, 1.54, ...),
+    every curve is plotted against ``step``, the unit such runs are configured in; otherwise (evaluations at whole
+    epochs, as in classification) against ``epoch``.
+
+    Example:
+        >>> time_axis(summarize(collect_runs(["runs/lm"])))  # doctest: +SKIP
+        'step'
+    """
+    for r in rows:
+        for run in r.runs:
+            for e in run.of_kind("eval"):
+                epoch = e.get("epoch")
+                if epoch is not None and e.get("step") is not None and not float(epoch).is_integer():
+                    return "step"
+    return "epoch"
+
+
+def _series(
+    run: Run, kinds: Sequence[str], value: Callable[[dict[str, Any]], float | None], x: str = "epoch"
+) -> tuple[list, list]:
+    """The ``(x, value)`` points of the events of ``kinds``, sorted by ``x`` (``"epoch"`` or ``"step"``)."""
     points = sorted(
-        (float(e["epoch"]), v)
+        (float(e[x]), v)
         for e in run.events
-        if e.get("event") in kinds and e.get("epoch") is not None and (v := value(e)) is not None
+        if e.get("event") in kinds and e.get(x) is not None and (v := value(e)) is not None
     )
     return [p[0] for p in points], [float(p[1]) for p in points]
 
@@ -502,9 +619,11 @@ class _Style:
     def __init__(self, rows: Sequence[Row]) -> None:
         import matplotlib
 
-        palette = matplotlib.colormaps["tab10"].colors
-        methods = list(dict.fromkeys(r.method for r in rows))
-        self.color = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+        methods = list(dict.fromkeys(r.method for r in rows if r.method != "dense"))
+        # tab10 while it suffices; beyond ten methods tab20 rather than reusing a colour for two methods.
+        palette = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"].colors
+        self.color: dict[str, Any] = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+        self.color["dense"] = DENSE_COLOR
         densities = sorted({r.density for r in rows if r.method != "dense"}, reverse=True)
         styles = ["-", "--", ":", "-."]
         self.linestyle = {d: styles[i % len(styles)] for i, d in enumerate(densities)}
@@ -546,19 +665,61 @@ def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
         raise
 
 
+def _legend(fig: Any) -> None:
+    """Legends: inside every panel while short; else one legend for the figure, to the right of the panels.
+
+    The panels of one figure show the same methods, so a long legend repeated inside each one would only hide curves
+    (and tick labels); beside the panels it is drawn once and covers nothing.
+    """
+    entries: dict[str, Any] = {}
+    for ax in fig.axes:
+        if ax.get_visible():
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                entries.setdefault(label, handle)
+    if not entries:
+        return
+    if len(entries) <= MAX_LEGEND_INSIDE:
+        for ax in fig.axes:
+            if ax.get_visible() and ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize="small", framealpha=0.85)
+        return
+    # Anchored just outside the figure's right edge; _save's tight bounding box grows the image to hold it.
+    fig.legend(list(entries.values()), list(entries), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+
+
 def _save(fig: Any, path: Path) -> None:
-    _write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
+    _legend(fig)
+    _write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1))
 
 
-def _band(ax: Any, series: Sequence[tuple[Sequence[float], Sequence[float]]], label: str, kw: dict) -> bool:
-    x, mean, std = _mean_curve(series)
+_Series = Sequence[tuple[Sequence[float], Sequence[float]]]  # one (x, y) curve per seed
+
+
+def _band(ax: Any, series: _Series, label: str, kw: dict) -> bool:
+    """Draws the curve over seeds with its ± std band (geometric on a log axis: set the scale first)."""
+    x, centre, lo, hi = _mean_curve(series, log=ax.get_yscale() == "log")
     if x.size == 0:
         return False
-    marker = "o" if x.size < 3 else None  # a line of one or two points is invisible without a marker
-    ax.plot(x, mean, label=label, marker=marker, ms=3, **kw)
+    # Markers show where the evaluations are when there are few (a run evaluated 4 times draws 3 straight segments);
+    # a single point would otherwise be invisible.
+    marker = "o" if x.size <= MAX_MARKED_POINTS else None
+    ax.plot(x, centre, label=label, marker=marker, ms=3, **kw)
     if sum(1 for s in series if len(s[0])) > 1:  # a band needs at least two seeds
-        ax.fill_between(x, mean - std, mean + std, color=kw["color"], alpha=0.18, lw=0)
+        ax.fill_between(x, lo, hi, color=kw["color"], alpha=0.18, lw=0)
     return True
+
+
+def _draw_bands(bands: Sequence[tuple[Any, _Series, str, dict]]) -> bool:
+    """Draws ``(ax, series, label, kw)`` bands, after the axes' scales are set; True if any had data."""
+    plotted = False
+    for ax, series, label, kw in bands:
+        plotted |= _band(ax, series, label, kw)
+    return plotted
+
+
+def _values(bands: Sequence[tuple[Any, _Series, str, dict]], ax: Any = None) -> list[float]:
+    """Every y value of the bands (of those drawn on ``ax`` when given)."""
+    return [v for a, series, _, _ in bands if ax is None or a is ax for _, ys in series for v in ys]
 
 
 def _log_if_wide(ax: Any, values: Iterable[float], axis: str = "y", decades: float = 2.0) -> None:
@@ -567,63 +728,75 @@ def _log_if_wide(ax: Any, values: Iterable[float], axis: str = "y", decades: flo
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
 
 
+def _over_seeds(ax: Any) -> str:
+    """What the curves of a panel are, for its title (after its scale is set; see :func:`_mean_curve`)."""
+    return "(geometric mean ×/÷ std over seeds)" if ax.get_yscale() == "log" else "(mean ± std over seeds)"
+
+
 def _finish(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small", framealpha=0.85)
+    ax.grid(True, alpha=0.3)  # legends come later, from _save, once every panel is drawn
 
 
-def _plot_accuracy(rows: Sequence[Row], style: _Style, path: Path) -> str | None:
+def _plot_metric(rows: Sequence[Row], style: _Style, path: Path, x: str) -> str | None:
+    spec = rows[0].spec
     dense = [r for r in rows if r.method == "dense"]
     sparse = [r for r in rows if r.method != "dense"]
     densities = sorted({r.density for r in sparse}, reverse=True) or [None]
     ncols = min(3, len(densities))
     nrows = math.ceil(len(densities) / ncols)
     fig, axes = _new_figure(nrows, ncols, (6.0, 4.2))
-    plotted = False
+    bands = []
     for i, d in enumerate(densities):
         ax = axes[i // ncols][i % ncols]
         # Dense is the reference every sparse density is judged against, so it appears in every panel.
         for r in dense + [r for r in sparse if r.density == d]:
             series = [
-                _series(run, ["eval"], lambda e: None if e.get("test_acc") is None else 100 * e["test_acc"])
+                _series(run, ["eval"], lambda e: None if e.get(spec.name) is None else spec.scale * e[spec.name], x)
                 for run in r.runs
             ]
             # The panel already names the density: solid lines and bare method names; dense dashed grey.
             if r.method == "dense" and sparse:
-                kw, label = {"color": "0.35", "linestyle": "--", "lw": 1.6}, "dense (reference)"
+                kw, label = {"color": DENSE_COLOR, "linestyle": "--", "lw": 1.6}, "dense (reference)"
             else:
                 kw, label = style.kw(r) | {"linestyle": "-"}, r.method
-            plotted |= _band(ax, series, label, kw)
-        title = "test accuracy" if d is None else f"test accuracy, density {d:g}"
-        _finish(ax, title + " (mean ± std over seeds)", "epoch", "test accuracy (%)")
+            bands.append((ax, series, label, kw))
+    if not spec.name.endswith("acc"):
+        # A perplexity or loss can fall by orders of magnitude early on and by a few percent late; once the curves
+        # span a decade a log axis keeps the late differences between methods visible. One scale for all panels.
+        for row in axes:
+            for ax in row:
+                _log_if_wide(ax, _values(bands), decades=1.0)
+    plotted = _draw_bands(bands)
+    for i, d in enumerate(densities):
+        ax = axes[i // ncols][i % ncols]
+        title = spec.long_name if d is None else f"{spec.long_name}, density {d:g}"
+        ylabel = spec.long_name + (f" ({spec.unit})" if spec.unit else "")
+        _finish(ax, f"{title} {_over_seeds(ax)}", x, ylabel)
     for j in range(len(densities), nrows * ncols):
         axes[j // ncols][j % ncols].set_visible(False)
     if not plotted:
-        return "no eval events in metrics.jsonl"
+        return f"no eval events with {spec.name} in metrics.jsonl"
     _save(fig, path)
     return None
 
 
-def _plot_density_anp(rows: Sequence[Row], style: _Style, path: Path) -> str | None:
+def _plot_density_anp(rows: Sequence[Row], style: _Style, path: Path, x: str) -> str | None:
     sparse = [r for r in rows if r.method != "dense"]
     if not sparse:
         return "dense runs only: density and ANP are 1 throughout"
     fig, axes = _new_figure(1, 2, (6.0, 4.2))
-    plotted = False
-    all_density: list[float] = []
+    bands = []
     for r in sparse:
         for ax, key in zip(axes[0], ["density", "anp"]):
-            series = [_series(run, ["eval", "topology"], lambda e, k=key: e.get(k)) for run in r.runs]
-            plotted |= _band(ax, series, style.label(r), style.kw(r))
-            if key == "density":
-                all_density += [v for _, ys in series for v in ys]
-    _log_if_wide(axes[0][0], all_density, decades=1.0)
-    _finish(axes[0][0], "density (mean ± std over seeds)", "epoch", "density (fraction of links kept)")
-    _finish(axes[0][1], "active neuron percolation (ANP)", "epoch", "ANP (fraction of active neurons)")
+            series = [_series(run, ["eval", "topology"], lambda e, k=key: e.get(k), x) for run in r.runs]
+            bands.append((ax, series, style.label(r), style.kw(r)))
+    _log_if_wide(axes[0][0], _values(bands, axes[0][0]), decades=1.0)
+    plotted = _draw_bands(bands)
+    _finish(axes[0][0], f"density {_over_seeds(axes[0][0])}", x, "density (fraction of links kept)")
+    _finish(axes[0][1], "active neuron percolation (ANP)", x, "ANP (fraction of active neurons)")
     if not plotted:
         return "no density or ANP in the eval and topology events of the sparse runs"
     _save(fig, path)
@@ -666,10 +839,12 @@ def _plot_degrees(rows: Sequence[Row], style: _Style, path: Path) -> str | None:
                     curves.append((r, _mean_hist(per_seed)))
             _log_if_wide(ax, [c for _, hist in curves for c in hist])
             log = ax.get_yscale() == "log"
+            # Markers help short histograms and smear long ones; decided per panel, since markers on some curves
+            # and not on others would look like a distinction between the methods.
+            marker = "o" if curves and max(len(hist) for _, hist in curves) <= 60 else None
             for r, hist in curves:
                 # On a log axis an empty degree would plunge to the bottom edge; leave a gap instead.
                 ys = [c if c > 0 or not log else float("nan") for c in hist]
-                marker = "o" if len(hist) <= 60 else None  # markers help short histograms, smear long ones
                 ax.plot(range(len(hist)), ys, marker=marker, ms=3.5, label=style.label(r), **style.kw(r))
                 plotted = True
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # degrees are whole numbers
@@ -681,57 +856,69 @@ def _plot_degrees(rows: Sequence[Row], style: _Style, path: Path) -> str | None:
 
 
 def _plot_topology_stat(
-    rows: Sequence[Row], style: _Style, path: Path, *, key: str, title: str, ylabel: str, what: str
+    rows: Sequence[Row], style: _Style, path: Path, x: str, *, key: str, title: str, ylabel: str, what: str
 ) -> str | None:
     sparse = [r for r in rows if r.method != "dense"]
     fig, axes = _new_figure(1, 1, (7.5, 4.5))
     ax = axes[0][0]
-    plotted = False
-    values: list[float] = []
+    bands = []
     for r in sparse:
-        series = [_series(run, ["topology"], lambda e: _links_weighted(e.get("layers") or {}, key)) for run in r.runs]
-        if _band(ax, series, style.label(r), style.kw(r)):
-            plotted = True
-            values += [v for _, ys in series for v in ys]
-    if not plotted:
+        series = [
+            _series(run, ["topology"], lambda e: _links_weighted(e.get("layers") or {}, key), x) for run in r.runs
+        ]
+        bands.append((ax, series, style.label(r), style.kw(r)))
+    _log_if_wide(ax, _values(bands))
+    if not _draw_bands(bands):
         return f"no topology update reported {what}" if sparse else "dense runs only: no topology updates"
-    _log_if_wide(ax, values)
-    _finish(ax, title, "epoch", ylabel)
+    _finish(ax, title.format(over_seeds=_over_seeds(ax)), x, ylabel)  # the scale is known only now
     _save(fig, path)
     return None
 
 
 # ------------------------------------------------------------------------------------------------------------ report
 
-PLOTS: tuple[tuple[str, str], ...] = (
-    ("accuracy.png", "Test accuracy"),
-    ("density_anp.png", "Density and active neuron percolation (ANP)"),
-    ("degree_distribution.png", "Degree distribution of the final masks"),
-    ("links_changed.png", "Links changed per topology update"),
-    ("ch_score_variance.png", "Variance of the regrowth scores"),
-)
+
+def plot_files(metric: str) -> tuple[tuple[str, str], ...]:
+    """The report's plots as (file name, caption), in report order; the first is the headline metric's.
+
+    Example:
+        >>> [name for name, _ in plot_files("val_ppl")][:2]
+        ['val_ppl.png', 'density_anp.png']
+    """
+    spec = metric_spec(metric)
+    return (
+        (spec.plot_file, spec.long_name[0].upper() + spec.long_name[1:]),
+        ("density_anp.png", "Density and active neuron percolation (ANP)"),
+        ("degree_distribution.png", "Degree distribution of the final masks"),
+        ("links_changed.png", "Links changed per topology update"),
+        ("ch_score_variance.png", "Variance of the regrowth scores"),
+    )
 
 
 def _make_plots(rows: Sequence[Row], out_dir: Path) -> dict[str, str | None]:
     """Writes every plot it can; returns file name -> ``None`` if written, else why it was skipped."""
     style = _Style(rows)
+    x = time_axis(rows)
+    spec = rows[0].spec
     makers: dict[str, Callable[[Path], str | None]] = {
-        "accuracy.png": lambda p: _plot_accuracy(rows, style, p),
-        "density_anp.png": lambda p: _plot_density_anp(rows, style, p),
+        spec.plot_file: lambda p: _plot_metric(rows, style, p, x),
+        "density_anp.png": lambda p: _plot_density_anp(rows, style, p, x),
         "degree_distribution.png": lambda p: _plot_degrees(rows, style, p),
         "links_changed.png": lambda p: _plot_topology_stat(
             rows,
             style,
             p,
+            x,
             key="changed_fraction",
             what="changed_fraction",
-            title="links changed per topology update (mean ± std over seeds)",
+            title="links changed per topology update {over_seeds}",
             ylabel="regrown links / links (links-weighted over layers)",
         ),
         "ch_score_variance.png": lambda p: _plot_topology_stat(
             rows,
             style,
             p,
+            x,
             key="score_var",
             what="a score_var (no method with regrowth scores)",
             title="variance of the regrowth scores over the candidate links",
@@ -739,7 +926,7 @@ def _make_plots(rows: Sequence[Row], out_dir: Path) -> dict[str, str | None]:
         ),
     }
     skipped: dict[str, str | None] = {}
-    for name, _ in PLOTS:
+    for name, _ in plot_files(spec.name):
         skipped[name] = makers[name](out_dir / name)
         if skipped[name] is not None:
             # A plot from an earlier report of other runs must not sit next to this report as if it belonged to it.
@@ -764,12 +951,17 @@ def _link(run: Run, out_dir: Path, root: Path) -> str:
     return f"[`{name}`]({target})"
 
 
-def _run_line(run: Run, out_dir: Path, root: Path) -> str:
+def _short(spec: MetricSpec) -> str:
+    # "test acc" rather than the table's "accuracy %": the unit goes after the value in running text.
+    return spec.name.replace("_", " ")
+
+
+def _run_line(run: Run, out_dir: Path, root: Path, spec: MetricSpec) -> str:
     s = run.summary or {}
-    acc = (s.get("metrics") or {}).get("test_acc")
+    value = (s.get("metrics") or {}).get(spec.name)
     parts = [f"{s.get('method')}, density {float(s.get('density', float('nan'))):g}, seed {s.get('seed')}"]
-    if acc is not None:
-        parts.append(f"test acc {100 * acc:.2f} %")
+    if value is not None:
+        parts.append(f"{_short(spec)} {spec.show(spec.scale * value)}")
     if s.get("wall_time_s") is not None:
         parts.append(f"{s['wall_time_s']:.1f} s on {s.get('device', 'unknown device')}")
     versions = s.get("versions") or {}
@@ -783,15 +975,22 @@ def _run_line(run: Run, out_dir: Path, root: Path) -> str:
     return line
 
 
-def _unfinished_line(run: Run, out_dir: Path, root: Path) -> str:
+def _number(x: Any) -> str:
+    """``45`` for a whole number, ``3.08`` for a fraction (epochs of step-based runs), else the value as text."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    return f"{x:g}" if float(x).is_integer() else f"{x:.2f}"
+
+
+def _unfinished_line(run: Run, out_dir: Path, root: Path, spec: MetricSpec) -> str:
     evals = run.of_kind("eval")
     if run.summary is not None:
         state = f"summary.json has status {run.summary.get('status')!r}"
     elif evals:
         last = evals[-1]
-        state = f"stopped after epoch {float(last['epoch']):g} (step {last.get('step')})"
-        if last.get("test_acc") is not None:
-            state += f", last test acc {100 * last['test_acc']:.2f} %"
+        state = f"stopped after epoch {_number(float(last['epoch']))} (step {last.get('step')})"
+        if last.get(spec.name) is not None:  # no summary names its metric: the finished runs' one is the guess
+            state += f", last {_short(spec)} {spec.show(spec.scale * last[spec.name])}"
     elif run.events:
         state = f"stopped at step {run.events[-1].get('step')}, before its first evaluation"
     else:
@@ -805,11 +1004,31 @@ def _unfinished_line(run: Run, out_dir: Path, root: Path) -> str:
 def _experiment_line(rows: Sequence[Row]) -> str:
     summaries = [run.summary or {} for r in rows for run in r.runs]
     parts = []
-    for key in ("name", "dataset", "model", "epochs"):
-        values = list(dict.fromkeys(str(s[key]) for s in summaries if s.get(key) is not None))
+    for key in ("name", "dataset", "model", "epochs", "steps"):
+        values = list(dict.fromkeys(_number(s[key]) for s in summaries if s.get(key) is not None))
         if values:
             parts.append(f"{key} {', '.join(values)}")
     return "; ".join(parts)
+
+
+def _metric_sentence(spec: MetricSpec) -> str:
+    if spec.name == DEFAULT_METRIC:
+        return "Accuracies are final and best test accuracy in percent."
+    way = "highest: higher is better" if spec.higher_is_better else "lowest: lower is better"
+    unit = " in percent" if spec.unit == "%" else ""
+    return (
+        f"`{spec.column}` is the {spec.long_name}{unit} at the last evaluation, `{spec.best_column}` the best over "
+        f"the evaluations ({way})."
+    )
+
+
+def _axis_sentence(x: str) -> str:
+    band = (
+        "Curves are means over seeds with a ± std band; on a log axis, geometric means with a ×/÷ geometric std band."
+    )
+    if x == "step":
+        return f"Curves are against the optimizer step: these runs are evaluated inside epochs (step-based). {band}"
+    return f"Curves are against the epoch. {band}"
 
 
 def build_report(
@@ -821,17 +1040,20 @@ def build_report(
 ) -> Path:
     """Writes ``out_dir/report.md`` (results table, runs, unfinished runs, plots) and the PNG plots next to it.
 
-    The plots: ``accuracy.png`` (test accuracy per epoch, a panel per sparse density with dense as reference),
-    ``density_anp.png``, ``degree_distribution.png`` (final masks), ``links_changed.png`` and
-    ``ch_score_variance.png``; curves are means over seeds with a ± std band. A plot without data (dense runs only,
-    no method with regrowth scores) is skipped, removed if an earlier report left one, and the report says why.
-    ``report.md`` is written to a temporary file and renamed, so a reader never sees half a report.
+    The plots: the headline metric over training (``accuracy.png`` for test accuracy, ``<metric>.png`` otherwise,
+    e.g. ``val_ppl.png``; a panel per sparse density with dense as reference; a log y axis for a perplexity or loss
+    that spans a decade), ``density_anp.png``, ``degree_distribution.png`` (final masks), ``links_changed.png`` and
+    ``ch_score_variance.png``; curves are means over seeds with a ± std band, against epoch or step as
+    :func:`time_axis` decides. A plot without data (dense runs only, no method with regrowth scores) is skipped,
+    removed if an earlier report left one, and the report says why. ``report.md`` is written to a temporary file and
+    renamed, so a reader never sees half a report.
 
     Args:
         paths: run directories or directories containing them (see :func:`collect_runs`).
         out_dir: where to write; created if missing.
         title: the report's heading.
-        published: optional method -> published test accuracy in percent, shown as an extra table column.
+        published: optional method -> published value of the headline metric in its display units (accuracy in
+            percent, perplexity raw), shown as an extra table column (see :func:`markdown_table`).
 
     Returns:
         The path of ``report.md``.
@@ -851,6 +1073,7 @@ def build_report(
     if not finished:
         raise ValueError(f"no finished runs under {', '.join(map(str, paths))} ({len(unfinished)} unfinished)")
     rows = summarize(finished)
+    spec = rows[0].spec
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     skipped = _make_plots(rows, out)
@@ -868,22 +1091,24 @@ def build_report(
         "## Results",
         "",
         markdown_table(rows, published),
-        "Values are mean ± sample standard deviation (ddof=1) over seeds; a row with one seed shows ± 0.00 (n=1, no "
-        "spread measured). Accuracies are final and best test accuracy in percent; ANP is active neuron percolation "
-        "(the fraction of neurons still connected input to output); wall time is per run.",
+        "Values are mean ± sample standard deviation (ddof=1) over seeds; a row with one seed shows ± 0 (n=1, no "
+        f"spread measured). {_metric_sentence(spec)} ANP is active neuron percolation (the fraction of neurons still "
+        "connected input to output); wall time is per run.",
         "",
         "## Plots",
         "",
+        _axis_sentence(time_axis(rows)),
+        "",
     ]
-    for name, caption in PLOTS:
+    for name, caption in plot_files(spec.name):
         md.append(f"### {caption}")
         md.append("")
         md.append(f"![{caption}]({name})" if skipped[name] is None else f"Skipped: {skipped[name]}.")
         md.append("")
     md += ["## Runs", ""]
-    md += [_run_line(run, out, root) for r in rows for run in r.runs]
+    md += [_run_line(run, out, root, spec) for r in rows for run in r.runs]
     md += ["", "## Unfinished runs", ""]
-    md += [_unfinished_line(run, out, root) for run in unfinished] or ["None."]
+    md += [_unfinished_line(run, out, root, spec) for run in unfinished] or ["None."]
     md.append("")
 
     report = out / REPORT
