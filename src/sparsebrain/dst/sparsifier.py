@@ -381,7 +381,8 @@ class DynamicSparsifier:
         self._step = int(state["step"])
         self._updates = int(state["updates"])
         for key, gen_state in state["generators"].items():
-            self._generator(torch.device(key)).set_state(gen_state)
+            # a checkpoint loaded with map_location may have moved the state; Generator.set_state wants a CPU tensor
+            self._generator(torch.device(key)).set_state(gen_state.cpu())
         by_param = {v: k for k, v in self._param_names.items()}
         self._last = {by_param[p]: dict(v) for p, v in state["layers"].items() if v}
         self._set_capture()

@@ -293,7 +293,7 @@ def train(
         sched.load_state_dict(ckpt["scheduler"])
         sparsifier.load_state_dict(ckpt["sparsifier"])
         state = _State(**ckpt["state"])
-        torch.set_rng_state(ckpt["rng"]["cpu"])
+        torch.set_rng_state(ckpt["rng"]["cpu"].cpu())  # map_location moved it to the device
         if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
         _truncate_metrics(metrics, state.step)
