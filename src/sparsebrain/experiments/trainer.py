@@ -217,7 +217,10 @@ def _load_task(cfg: ExperimentConfig, device: torch.device, run_dir: Path, datas
 
     try:
         return build_task(cfg, device, run_dir, dataset)
-    except (FileNotFoundError, ImportError) as e:
+    except ConfigError:
+        raise
+    except (FileNotFoundError, ImportError, ValueError) as e:
+        # missing data or package, an unknown model size, a tokenizer that does not match, an empty corpus...
         raise RunError(str(e)) from None
 
 
