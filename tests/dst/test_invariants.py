@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import train_steps
+from helpers import tiny_batch, train_steps
 
 import sparsebrain as sb
 import sparsebrain.dst.sparsifier as engine
@@ -155,3 +155,37 @@ def test_dense_gradient_is_captured_on_update_steps_only() -> None:
 def tiny_batch_for_test() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(7)
     return torch.randn(16, 20, generator=g), torch.randint(0, 5, (16,), generator=g)
+
+
+@pytest.mark.parametrize("regrowth", ["random", "ch2_l3n"])
+def test_percolation_leaves_no_dead_end_after_regrowth(regrowth: str) -> None:
+    """Regrowth never gives links back to neurons percolation cut, so no junction neuron is half-connected."""
+    from sparsebrain.topology.percolation import alive_neurons
+
+    torch.manual_seed(0)
+    model = sb.models.MLP(40, [60, 60, 60], 5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sp = sb.DynamicSparsifier(
+        model, opt, method="chts", density=0.02, total_steps=40, update_interval=1, regrowth=regrowth, seed=1
+    )
+    cut_somewhere = False
+    for step in range(30):
+        x, y = tiny_batch(step)
+        x = torch.cat([x, x], 1)  # 40 features
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        sp.step()
+        opt.zero_grad()
+        masks = {n: m.mask for n, m in sp.layers.items()}
+        for j in sp.junctions:
+            alive = alive_neurons(masks, j)
+            has_link = torch.zeros_like(alive)
+            for p in j.producers:
+                has_link |= masks[p].any(1)
+            for c in j.consumers:
+                has_link |= masks[c].any(0)
+            assert torch.equal(alive, has_link), (step, j)
+            cut_somewhere |= bool((~alive).any())
+        for layer in sp.layers.values():
+            assert int(layer.mask.sum()) == round(0.02 * layer.mask.numel())  # density still conserved
+    assert cut_somewhere  # the test exercised percolation

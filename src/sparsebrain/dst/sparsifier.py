@@ -18,7 +18,13 @@ from .._validation import check_density
 from ..nn.sparse_linear import SparseLinear
 from ..nn.sparsify import FilterFn, sparse_layers, sparsify_
 from ..topology.allocation import ALLOCATIONS
-from ..topology.percolation import Junction, active_neuron_fraction, layer_active_fraction, percolate
+from ..topology.percolation import (
+    Junction,
+    active_neuron_fraction,
+    alive_neurons,
+    layer_active_fraction,
+    percolate,
+)
 from .context import LayerView, UpdateContext
 from .methods import MethodConfig, resolve_method
 from .regrowth import REGROWTHS
@@ -253,19 +259,25 @@ class DynamicSparsifier:
                 scores = removal(LayerView(name, layer, mask, grads.get(name)), ctx)
                 mask = keep_top(scores, mask, n_active - n_remove)
             masks[name] = mask
+        allowed: dict[str, Tensor] = {}
         if self.junctions:
             masks, _ = percolate(masks, self.junctions)
+            allowed = self._alive_positions(masks)
         for name, layer in self.layers.items():
             n_grow = targets[name] - int(masks[name].sum())
             if regrowth is None or n_grow <= 0:
                 continue
             ctx = ctx_for(layer)
             scores = regrowth(LayerView(name, layer, masks[name], grads.get(name)), ctx)
-            candidate_scores = scores[~old[name]].float()
+            candidate_scores = scores[~old[name]].float()  # statistics over all absent links
             if candidate_scores.numel():
                 score_stats[name] = (float(candidate_scores.mean()), float(candidate_scores.var(correction=0)))
-            # Candidates are links absent before this update: nothing removed now is regrown now.
-            grown = select_regrowth(scores, ~old[name], n_grow, cfg.regrowth_sampling, ctx.generator)
+            # Candidates are links absent before this update: nothing removed now is regrown now. With percolation
+            # they also avoid neurons it cut (never revived, as in the papers), unless that leaves too few.
+            candidates = ~old[name]
+            if name in allowed and int((candidates & allowed[name]).sum()) >= n_grow:
+                candidates = candidates & allowed[name]
+            grown = select_regrowth(scores, candidates, n_grow, cfg.regrowth_sampling, ctx.generator)
             masks[name] = masks[name] | grown
         if _distributed():  # rank 0's topology is the topology; ranks agree already when their inputs agree
             for name in self.layers:
@@ -276,6 +288,24 @@ class DynamicSparsifier:
         for name, (mean, var) in score_stats.items():
             self._last[name].update(score_mean=mean, score_var=var)
         self._updates = index
+
+    def _alive_positions(self, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Per layer, the positions whose two endpoints are alive junction neurons (or in no junction)."""
+        rows: dict[str, Tensor] = {}
+        cols: dict[str, Tensor] = {}
+        for j in self.junctions:
+            alive = alive_neurons(masks, j)  # (n,)
+            for p in j.producers:
+                rows[p] = alive if p not in rows else rows[p] & alive
+            for c in j.consumers:
+                cols[c] = alive if c not in cols else cols[c] & alive
+        out = {}
+        for name in set(rows) | set(cols):
+            out_f, in_f = masks[name].shape
+            r = rows.get(name, torch.ones(out_f, dtype=torch.bool, device=masks[name].device))
+            c = cols.get(name, torch.ones(in_f, dtype=torch.bool, device=masks[name].device))
+            out[name] = r[:, None] & c[None, :]  # (out, in)
+        return out
 
     def _dense_grads(self) -> dict[str, Tensor]:
         grads = {n: m.dense_grad for n, m in self.layers.items() if m.dense_grad is not None}
