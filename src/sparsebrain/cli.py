@@ -233,6 +233,7 @@ def _cmd_report(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     from .data import DATASETS
+    from .data.text import CORPORA
     from .dst import DENSITY_SCHEDULES, METHODS, REGROWTHS, REMOVALS, TEMPERATURE_SCHEDULES, ZETA_SCHEDULES
     from .models import MODELS
     from .topology import ALLOCATIONS, INITS, LINK_PREDICTORS
@@ -250,6 +251,8 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
         "temperature schedules": TEMPERATURE_SCHEDULES.names(),
         "models": MODELS.names(),
         "datasets": DATASETS.names(),
+        "text corpora (llama)": CORPORA.names(),
+        "parallel text (seq2seq)": ["bible_en_es"],
     }
     for title, names in sections.items():
         print(f"{title + ':':<24}{', '.join(names)}")
