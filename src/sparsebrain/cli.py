@@ -255,7 +255,7 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
         "parallel text (seq2seq)": ["bible_en_es"],
     }
     for title, names in sections.items():
-        print(f"{title + ':':<24}{', '.join(names)}")
+        print(f"{title + ':':<26}{', '.join(names)}")
     return 0
 
 
