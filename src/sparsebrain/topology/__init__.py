@@ -11,6 +11,15 @@ from collections.abc import Callable
 from .allocation import ALLOCATIONS, erk, uniform
 from .initial import INITS, brf, bsf, bsw, csti, er, initial_mask
 from .link_prediction import LINK_PREDICTORS, ch2_l3n, ch2_l3p, ch3_l3n, ch3_l3p
+from .nm import (
+    best_rowwise_mask,
+    best_transposable_mask,
+    is_rowwise,
+    is_transposable,
+    random_transposable_mask,
+    rowwise_patterns,
+    transposable_patterns,
+)
 from .percolation import Junction, active_neuron_fraction, alive_neurons, layer_active_fraction, percolate
 from .sampling import frechet_scores, uniform_scaled_topk, weighted_sample_without_replacement
 from .swi import swi_
@@ -22,6 +31,8 @@ __all__ = [
     "Junction",
     "active_neuron_fraction",
     "alive_neurons",
+    "best_rowwise_mask",
+    "best_transposable_mask",
     "brf",
     "bsf",
     "bsw",
@@ -34,10 +45,15 @@ __all__ = [
     "erk",
     "frechet_scores",
     "initial_mask",
+    "is_rowwise",
+    "is_transposable",
     "layer_active_fraction",
     "percolate",
+    "random_transposable_mask",
     "register_init",
+    "rowwise_patterns",
     "swi_",
+    "transposable_patterns",
     "uniform",
     "uniform_scaled_topk",
     "weighted_sample_without_replacement",
