@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .initial import _check_shape
+
 __all__ = [
     "best_rowwise_mask",
     "best_transposable_mask",
@@ -65,13 +67,10 @@ def _check_blocked(shape: Sequence[int], m: int) -> tuple[int, int]:
     """Returns ``shape`` as ``(H, W)`` if both are positive multiples of ``m``, else raises ``ValueError``."""
     msg = f"shape must be (out, in) with both dims positive multiples of m={m}, got shape={tuple(shape)!r}"
     try:
-        dims = tuple(shape)
-        if len(dims) != 2 or any(isinstance(d, bool) for d in dims):
-            raise ValueError(msg)
-        H, W = (operator.index(d) for d in dims)
-    except TypeError:
+        H, W = _check_shape(shape)
+    except ValueError:
         raise ValueError(msg) from None
-    if H < 1 or W < 1 or H % m or W % m:
+    if H % m or W % m:
         raise ValueError(msg)
     return H, W
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Task"]
+__all__ = ["Task", "autocast", "tokenizer_path"]
 
 
 class Task(ABC):
@@ -45,6 +46,11 @@ class Task(ABC):
     def describe(self) -> dict[str, Any]:
         """Facts about the data recorded in the summary (sizes, tokenizer path...)."""
         return {}
+
+
+def tokenizer_path(cfg: Any, run_dir: Path) -> Path:
+    """The tokenizer file of a text task: ``data.tokenizer`` if given (shared across a sweep), else in the run dir."""
+    return Path(cfg.data.tokenizer) if cfg.data.tokenizer else run_dir / "tokenizer.json"
 
 
 def autocast(device: torch.device, amp: str) -> torch.autocast:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Task
+from .base import Task, tokenizer_path
 
 __all__ = ["LanguageModelTask"]
 
@@ -31,7 +31,7 @@ class LanguageModelTask(Task):
 
         self.cfg = cfg
         self.device = device
-        self.tokenizer_path = Path(cfg.data.tokenizer) if cfg.data.tokenizer else run_dir / "tokenizer.json"
+        self.tokenizer_path = tokenizer_path(cfg, run_dir)
         self.data, _ = build_lm_data(cfg.data.name, cfg.data.vocab_size, self.tokenizer_path)
         self.seq_len = cfg.data.seq_len
         self.batch = cfg.train.batch_size

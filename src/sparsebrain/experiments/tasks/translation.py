@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Task
+from .base import Task, tokenizer_path
 
 __all__ = ["TranslationTask"]
 
@@ -29,7 +29,7 @@ class TranslationTask(Task):
 
         self.cfg = cfg
         self.device = device
-        self.tokenizer_path = Path(cfg.data.tokenizer) if cfg.data.tokenizer else run_dir / "tokenizer.json"
+        self.tokenizer_path = tokenizer_path(cfg, run_dir)
         self.data, _ = build_translation_data(cfg.data.vocab_size, cfg.data.max_len, self.tokenizer_path)
         d = self.data
         self.max_tokens = max(cfg.train.batch_size, cfg.data.max_len)
