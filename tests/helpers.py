@@ -31,3 +31,16 @@ def train_steps(model, opt, sparsifier, start: int, stop: int, on_update=None) -
         if updated and on_update is not None:
             on_update(before)
         opt.zero_grad(set_to_none=True)
+
+
+def dead_ends(masks: dict[str, torch.Tensor], junction) -> int:  # type: ignore[no-untyped-def]
+    """Neurons with a link somewhere in the junction that are not alive in all of its layers (0 after percolation)."""
+    from sparsebrain.topology.percolation import alive_neurons
+
+    alive = alive_neurons(masks, junction)
+    has_link = torch.zeros_like(alive)
+    for name in junction.producers:
+        has_link |= masks[name].any(1)
+    for name in junction.consumers:
+        has_link |= masks[name].any(0)
+    return int((has_link & ~alive).sum())

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import dead_ends
 from torch import nn
 
 import sparsebrain as sb
@@ -19,18 +20,8 @@ from sparsebrain.models.llama import (
     rope_cache,
 )
 from sparsebrain.nn.sparse_linear import SparseLinear
-from sparsebrain.topology.percolation import alive_neurons
 
 VOCAB = 50
-
-
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    # A model this small runs faster on one thread: with two, intra-op thread handoffs cost more than the maths.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(seed: int = 0, **overrides) -> LlamaLM:  # type: ignore[no-untyped-def]
@@ -177,17 +168,6 @@ def test_sparse_filter_picks_the_seven_projections() -> None:
     names = dict(model.named_modules())
     for junction in model.sparse_junctions():  # fully qualified names of real modules
         assert all(isinstance(names[n], nn.Linear) for n in junction.layers)
-
-
-def dead_ends(masks: dict[str, torch.Tensor], junction) -> int:  # type: ignore[no-untyped-def]
-    """Neurons with a link somewhere in the junction that are not alive in all of its layers."""
-    alive = alive_neurons(masks, junction)
-    has_link = torch.zeros_like(alive)
-    for name in junction.producers:
-        has_link |= masks[name].any(1)
-    for name in junction.consumers:
-        has_link |= masks[name].any(0)
-    return int((has_link & ~alive).sum())
 
 
 def lm_loss(model: LlamaLM, batch: torch.Tensor) -> torch.Tensor:

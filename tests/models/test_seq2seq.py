@@ -24,15 +24,6 @@ V = 20  # pad 0, bos 1, eos 2, words 3..19
 PAD, BOS, EOS = 0, 1, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    # Models this small run faster on one thread; on a shared machine two threads can be several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**overrides) -> Seq2SeqConfig:  # type: ignore[no-untyped-def]
     kw = {"dim": 64, "n_heads": 4, "enc_layers": 2, "dec_layers": 2, "ff": 128, "dropout": 0.0, "max_len": 16}
     kw.update(overrides)
