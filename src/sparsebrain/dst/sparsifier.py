@@ -144,6 +144,12 @@ class DynamicSparsifier:
         self.junctions: list[Junction] = (
             (auto_junctions(model, self.layers) if junctions == "auto" else list(junctions)) if cfg.percolation else []
         )
+        # Rules are resolved once: step() runs every optimizer step and must stay cheap.
+        self._removal = REMOVALS.get(cfg.removal)
+        self._density_removal = REMOVALS.get(cfg.density_removal)
+        self._regrowth = REGROWTHS.get(cfg.regrowth) if cfg.regrowth else None
+        rules = [self._removal] + ([self._regrowth] if self._regrowth else [])
+        self._needs_grad = any(getattr(r, "needs_grad", False) for r in rules)
         self._set_capture()
 
     # ----------------------------------------------------------------------------------------------------------
@@ -197,9 +203,7 @@ class DynamicSparsifier:
         return updated
 
     def _set_capture(self) -> None:
-        cfg = self.config
-        rules = [REMOVALS.get(cfg.removal)] + ([REGROWTHS.get(cfg.regrowth)] if cfg.regrowth else [])
-        want = any(getattr(r, "needs_grad", False) for r in rules) and self.is_update_step(self._step + 1)
+        want = self._needs_grad and self.is_update_step(self._step + 1)
         for layer in self.layers.values():
             layer.capture_dense_grad = want
             layer.dense_grad = None
@@ -234,9 +238,7 @@ class DynamicSparsifier:
         zeta = ZETA_SCHEDULES.get(cfg.zeta_schedule)(p, cfg.zeta, 0.0)
         temperature = TEMPERATURE_SCHEDULES.get(cfg.temperature_schedule)(p, *cfg.temperature)
         targets = self._targets(self.scheduled_density(index))
-        removal = REMOVALS.get(cfg.removal)
-        density_removal = REMOVALS.get(cfg.density_removal)
-        regrowth = REGROWTHS.get(cfg.regrowth) if cfg.regrowth else None
+        removal, density_removal, regrowth = self._removal, self._density_removal, self._regrowth
         grads = self._dense_grads()
 
         def ctx_for(layer: SparseLinear) -> UpdateContext:
