@@ -224,6 +224,30 @@ def _load_task(cfg: ExperimentConfig, device: torch.device, run_dir: Path, datas
         raise RunError(str(e)) from None
 
 
+# Where a run executes, not what it computes: a resumed run may change these (e.g. `compare --jobs` sets threads).
+EXECUTION_ONLY = ("train.threads", "train.device", "out_dir")
+
+
+def config_changes(saved: ExperimentConfig, current: ExperimentConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs, ignoring :data:`EXECUTION_ONLY` settings.
+
+    Example:
+        >>> from sparsebrain.experiments.config import load_config
+        >>> a = load_config(None, {"train.threads": 1})
+        >>> config_changes(a, load_config(None, {"train.threads": 4, "train.lr": 0.5}))
+        ['train.lr']
+    """
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "options" else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(config_to_dict(saved)), flat(config_to_dict(current))
+    return sorted(k for k in a.keys() | b.keys() if k not in EXECUTION_ONLY and a.get(k) != b.get(k))
+
+
 def train(
     cfg: ExperimentConfig,
     run_dir: str | Path | None = None,
@@ -259,10 +283,10 @@ def train(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     ckpt = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True) if has_ckpt else None
-    if ckpt is not None and config_from_dict(ckpt["config"]) != cfg:
+    if ckpt is not None and (changed := config_changes(config_from_dict(ckpt["config"]), cfg)):
         raise RunError(
-            f"the checkpoint in {str(run_dir)!r} was made with another config; resume with the same config "
-            f"(its config.yaml) or choose another --run-dir"
+            f"the checkpoint in {str(run_dir)!r} was made with another config (differs in {', '.join(changed)}); "
+            f"resume with the same config (its config.yaml) or choose another --run-dir"
         )
     atomic_write_text(run_dir / CONFIG, dump_config(cfg))
 
