@@ -37,6 +37,13 @@ class MethodConfig:
     update_interval: int = 100  # optimizer steps between topology updates (Delta_T)
     end_fraction: float = 0.75  # no topology update after end_fraction * total_steps
     percolation: bool = False  # active-neuron percolation along chains of sparse layers
+    # N:M semi-structured sparsity (sparsebrain.topology.nm): the pattern is applied when links are selected
+    pattern: str | None = None  # "N:M", e.g. "2:4" (density N/M); None = unstructured
+    pattern_layout: str = "transposable"  # transposable (W and W^T both N:M) or rowwise (groups along in_features)
+    survivor_boost: bool = True  # N:M regrowth: links that survived removal outrank every candidate
+    skip_incompatible: bool = False  # N:M: leave layers whose shape cannot hold the pattern dense, instead of raising
+    ste: bool = False  # dense master weights, forward with the best N:M pattern of |W| (straight-through gradient)
+    ste_decay: float = 0.0  # SR-STE lambda: gradient += ste_decay * (1 - mask) * W
     options: dict[str, Any] = field(default_factory=dict)  # rule options, e.g. {"mest_lambda": 0.01}
 
     def validate(self) -> MethodConfig:
@@ -49,7 +56,13 @@ class MethodConfig:
 
         if not self.sparse:
             return self
-        INITS.get(self.init)
+        if self.pattern is not None:
+            self._validate_pattern()
+        elif self.ste or self.init in NM_INITS:
+            what = "ste" if self.ste else f"init={self.init!r}"
+            raise ValueError(f"{what} needs an N:M pattern: set pattern, e.g. pattern='2:4'")
+        else:
+            INITS.get(self.init)
         ALLOCATIONS.get(self.allocation)
         if self.weight_init not in ("keep", "swi"):
             raise ValueError(f"weight_init must be one of 'keep', 'swi'; got {self.weight_init!r}")
@@ -72,14 +85,53 @@ class MethodConfig:
             raise ValueError(f"temperature must be a pair of positive numbers (start, end), got {self.temperature!r}")
         return self
 
+    def _validate_pattern(self) -> None:
+        from ..topology.nm import LAYOUTS, parse_nm
+
+        parse_nm(self.pattern)  # type: ignore[arg-type]
+        if self.pattern_layout not in LAYOUTS:
+            raise unknown_name_error("pattern_layout", self.pattern_layout, LAYOUTS)
+        if self.init not in NM_INITS:
+            raise ValueError(
+                f"with an N:M pattern, init must be one of {', '.join(map(repr, NM_INITS))} "
+                f"(a random pattern per block, or the best pattern of the current |W|); got {self.init!r}"
+            )
+        clash = {
+            "initial_density": self.initial_density is not None,
+            "density_schedule": self.density_schedule != "constant",
+            "percolation": self.percolation,
+        }
+        for key, bad in clash.items():
+            if bad:
+                raise ValueError(f"{key} cannot be used with an N:M pattern: the pattern fixes the density at N/M")
+        if self.ste and self.weight_init != "keep":
+            raise ValueError("ste methods keep dense master weights: weight_init must be 'keep'")
+        if self.ste_decay < 0:
+            raise ValueError(f"ste_decay must be >= 0, got {self.ste_decay!r}")
+        if self.dynamic and not self.ste and self.regrowth is None:
+            raise ValueError("a dynamic N:M method needs a regrowth rule: every block must keep N links per row")
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        """``(n, m)`` of the pattern, None when unstructured."""
+        from ..topology.nm import parse_nm
+
+        return None if self.pattern is None else parse_nm(self.pattern)
+
     def needs_total_steps(self) -> bool:
         """True when a schedule depends on the length of training."""
+        if self.ste:
+            return False
         return (
             self.density_schedule != "constant"
             or self.zeta_schedule != "constant"
             or (self.temperature_schedule != "constant" and self.temperature[0] != self.temperature[1])
         )
 
+
+# Initial topologies of N:M methods: a pattern drawn uniformly per block, or the best pattern of |W| (one-shot
+# magnitude projection of a trained dense model: the NVIDIA recipe and eDSrT).
+NM_INITS = ("nm_random", "nm_magnitude")
 
 _SOFT_CH = dict(
     init="brf",
@@ -91,6 +143,17 @@ _SOFT_CH = dict(
     temperature=(1.0, 3.0),
     percolation=True,
 )
+
+_SOFT_NM = dict(
+    init="nm_random",
+    weight_init="keep",
+    removal="soft_magnitude",
+    regrowth="ch2_l3n",
+    regrowth_sampling="uniform",
+    zeta=0.1,
+    temperature=(1.0, 9.0),
+)
+_STE = dict(ste=True, dynamic=False, init="nm_magnitude", weight_init="keep")
 
 METHODS: dict[str, MethodConfig] = {
     "dense": MethodConfig(name="dense", sparse=False),
@@ -124,6 +187,16 @@ METHODS: dict[str, MethodConfig] = {
     "chtss": MethodConfig(
         name="chtss", initial_density=0.5, density_schedule="sigmoid", density_removal="ri", **_SOFT_CH
     ),  # type: ignore[arg-type]
+    # Hardware-shaped sparsity (CHTs24 paper): soft removal, soft CH2-L3n regrowth (score * U[0,1]), survivor boost,
+    # best transposable pattern per block; the temperature anneals 1 -> 9 (pretraining; eDSrT retraining uses 1 -> 3).
+    "chts24": MethodConfig(name="chts24", pattern="2:4", **_SOFT_NM),  # type: ignore[arg-type]
+    "chts14": MethodConfig(name="chts14", pattern="1:4", **_SOFT_NM),  # type: ignore[arg-type]
+    "ste": MethodConfig(name="ste", pattern="2:4", **_STE),  # type: ignore[arg-type]
+    "srste": MethodConfig(name="srste", pattern="2:4", ste_decay=2e-4, **_STE),  # type: ignore[arg-type]
+    "ste14": MethodConfig(name="ste14", pattern="1:4", **_STE),  # type: ignore[arg-type]
+    "srste14": MethodConfig(name="srste14", pattern="1:4", ste_decay=2e-4, **_STE),  # type: ignore[arg-type]
+    # NVIDIA ASP recipe: one-shot best-magnitude 2:4 projection of the current weights, then a fixed mask
+    "asp": MethodConfig(name="asp", pattern="2:4", dynamic=False, init="nm_magnitude", weight_init="keep"),
 }
 
 

@@ -16,8 +16,10 @@ from torch import Tensor, nn
 
 from .._validation import check_density
 from ..nn.sparse_linear import SparseLinear
-from ..nn.sparsify import FilterFn, sparse_layers, sparsify_
+from ..nn.sparsify import FilterFn, sparse_layers, sparsify_, sparsify_nm_
+from ..nn.ste_linear import STELinear
 from ..topology.allocation import ALLOCATIONS
+from ..topology.nm import best_nm_mask, is_nm
 from ..topology.percolation import (
     Junction,
     active_neuron_fraction,
@@ -53,6 +55,21 @@ def auto_junctions(model: nn.Module, layers: Mapping[str, SparseLinear]) -> list
     ]
 
 
+def _soften(scores: Tensor, sampling: str, generator: torch.Generator) -> Tensor:
+    """Regrowth scores with the randomness of ``regrowth_sampling``, for selection through an N:M pattern.
+
+    ``uniform``: score * U[0,1] (CHTs24's soft regrowth); ``topk``: the scores as they are; ``multinomial``: Gumbel
+    perturbation of log-scores, whose top-k is a sample without replacement proportional to the scores.
+    """
+    if sampling == "topk":
+        return scores
+    u = torch.rand(scores.shape, generator=generator, device=scores.device)
+    if sampling == "uniform":
+        return scores * u
+    gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
+    return torch.where(scores > 0, scores.clamp_min(1e-30).log() + gumbel, torch.full_like(scores, -1e30))
+
+
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -64,7 +81,8 @@ class DynamicSparsifier:
         model: the model; its chosen ``nn.Linear`` layers are made sparse unless it already has ``SparseLinear``.
         optimizer: the optimizer of ``model`` (its state is reset where links change); may be None.
         method: a preset name (see :func:`sparsebrain.list_methods`) or a ``MethodConfig``.
-        density: target fraction of links kept in the sparse layers, in (0, 1].
+        density: target fraction of links kept in the sparse layers, in (0, 1]. Default: N/M for an N:M method
+            (``chts24``: 0.5, ``chts14``: 0.25; any other value is refused), else 0.05.
         total_steps: number of optimizer steps of the whole training; needed by every non-constant schedule
             and by ``end_fraction``. Without it, topology updates never stop.
         filter_fn: ``(fqn, module) -> bool`` choosing the sparse layers (default: the model's own
@@ -86,7 +104,7 @@ class DynamicSparsifier:
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None = None,
         method: str | MethodConfig = "chtss",
-        density: float = 0.05,
+        density: float | None = None,
         total_steps: int | None = None,
         filter_fn: FilterFn | None = None,
         *,
@@ -95,6 +113,14 @@ class DynamicSparsifier:
         **overrides: Any,
     ) -> None:
         self.config = resolve_method(method, **overrides)
+        nm = self.config.nm if self.config.sparse else None
+        if nm is not None and density is not None and abs(density - nm[0] / nm[1]) > 1e-9:
+            raise ValueError(
+                f"method {self.config.name!r} uses the {self.config.pattern} pattern, whose density is "
+                f"{nm[0] / nm[1]:g}; pass density={nm[0] / nm[1]:g} or leave it out (got density={density!r})"
+            )
+        if density is None:
+            density = nm[0] / nm[1] if nm is not None else 0.05
         self.density = check_density(density)
         bad_steps = isinstance(total_steps, bool) or (total_steps is not None and total_steps < 1)
         if total_steps is not None and (bad_steps or int(total_steps) != total_steps):
@@ -127,6 +153,19 @@ class DynamicSparsifier:
                 self.layers = {n: m for n, m in existing.items() if filter_fn is None or filter_fn(n, m)}
                 if not self.layers:
                     raise ValueError(f"filter_fn matched none of the model's SparseLinear layers: {list(existing)}")
+                self._check_existing_patterns()
+            elif nm is not None:
+                self.layers = sparsify_nm_(
+                    model,
+                    cfg.pattern,  # type: ignore[arg-type]
+                    filter_fn,
+                    cfg.init,
+                    layout=cfg.pattern_layout,
+                    weight_init=cfg.weight_init,
+                    ste_decay=cfg.ste_decay if cfg.ste else None,
+                    skip_incompatible=cfg.skip_incompatible,
+                    generator=self._generator(next(model.parameters()).device),
+                )
             else:
                 start = cfg.initial_density if cfg.initial_density is not None else self.density
                 self.layers = sparsify_(
@@ -139,7 +178,8 @@ class DynamicSparsifier:
                     weight_init=cfg.weight_init,
                     generator=self._generator(next(model.parameters()).device),
                 )
-            self._reset_optimizer_state({n: torch.zeros_like(m.mask) for n, m in self.layers.items()})
+            if not cfg.ste:  # STE trains dense master weights: their optimizer state stays
+                self._reset_optimizer_state({n: torch.zeros_like(m.mask) for n, m in self.layers.items()})
         self._param_names = self._parameter_names()
         self.junctions: list[Junction] = (
             (auto_junctions(model, self.layers) if junctions == "auto" else list(junctions)) if cfg.percolation else []
@@ -233,6 +273,9 @@ class DynamicSparsifier:
                     f"non-finite (NaN or inf) weights in sparse layer {name!r} at step {step}; "
                     "the topology was left unchanged"
                 )
+        if self.config.pattern is not None:
+            self._update_nm(step)
+            return
         index = self._updates + 1
         p = self._progress(step)
         zeta = ZETA_SCHEDULES.get(cfg.zeta_schedule)(p, cfg.zeta, 0.0)
@@ -290,6 +333,70 @@ class DynamicSparsifier:
         for name, (mean, var) in score_stats.items():
             self._last[name].update(score_mean=mean, score_var=var)
         self._updates = index
+
+    @torch.no_grad()
+    def _update_nm(self, step: int) -> None:
+        """CHTs24-style update under an N:M pattern: remove, score, boost survivors, best pattern per block.
+
+        The zeta fraction of links with the lowest removal score is dropped; the regrowth rule scores every position
+        given the survivors (soft regrowth multiplies by U[0,1], as ``regrowth_sampling="uniform"``); survivors get a
+        boost larger than any block's score sum, so each block takes the library pattern that keeps the most
+        survivors and, among those, the highest scored new links. A removed link may come back when its block has
+        no better pattern: the pattern, not the candidate set, decides.
+        """
+        cfg = self.config
+        n, m = cfg.nm  # type: ignore[misc]
+        index = self._updates + 1
+        p = self._progress(step)
+        zeta = ZETA_SCHEDULES.get(cfg.zeta_schedule)(p, cfg.zeta, 0.0)
+        temperature = TEMPERATURE_SCHEDULES.get(cfg.temperature_schedule)(p, *cfg.temperature)
+        grads = self._dense_grads()
+        old = {name: layer.mask.clone() for name, layer in self.layers.items()}
+        masks: dict[str, Tensor] = {}
+        score_stats: dict[str, tuple[float, float]] = {}
+        for name, layer in self.layers.items():
+            gen = self._generator(layer.weight.device)
+            ctx = UpdateContext(step, index, p, zeta, temperature, gen, cfg.options)
+            survivors = old[name]
+            n_active = int(survivors.sum())
+            n_remove = round(zeta * n_active)
+            if n_remove:
+                removal_scores = self._removal(LayerView(name, layer, survivors, grads.get(name)), ctx)
+                survivors = keep_top(removal_scores, survivors, n_active - n_remove)
+            scores = self._regrowth(LayerView(name, layer, survivors, grads.get(name)), ctx).float()  # type: ignore[misc]
+            candidate_scores = scores[~old[name]]
+            if candidate_scores.numel():
+                score_stats[name] = (float(candidate_scores.mean()), float(candidate_scores.var(correction=0)))
+            scores = _soften(scores, cfg.regrowth_sampling, gen)
+            top = float(scores.abs().max()) if scores.numel() else 0.0
+            scores = scores / top if top > 0 else scores  # now in [-1, 1]: a block's pattern sums to at most m*m
+            if cfg.survivor_boost:
+                scores = scores + (2 * m * m + 1) * survivors  # one more survivor beats any score difference
+            masks[name] = best_nm_mask(scores, n, m, cfg.pattern_layout)
+        if _distributed():
+            for name in self.layers:
+                buf = masks[name].to(torch.uint8)
+                torch.distributed.broadcast(buf, src=0)
+                masks[name] = buf.bool()
+        self._apply(old, masks)
+        for name, (mean, var) in score_stats.items():
+            self._last[name].update(score_mean=mean, score_var=var)
+        self._updates = index
+
+    def _check_existing_patterns(self) -> None:
+        cfg = self.config
+        if cfg.nm is None:
+            return
+        n, m = cfg.nm
+        for name, layer in self.layers.items():
+            if cfg.ste != isinstance(layer, STELinear):
+                kind = "STELinear" if cfg.ste else "SparseLinear (not STELinear)"
+                raise ValueError(f"method {cfg.name!r} needs {kind} layers; layer {name!r} is {type(layer).__name__}")
+            if not cfg.ste and not is_nm(layer.mask, n, m, cfg.pattern_layout):
+                raise ValueError(
+                    f"the mask of layer {name!r} (shape {tuple(layer.mask.shape)}) is not a {cfg.pattern_layout} "
+                    f"{cfg.pattern} pattern, which method {cfg.name!r} needs"
+                )
 
     def _alive_positions(self, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Per layer, the positions whose two endpoints are alive junction neurons (or in no junction)."""

@@ -39,12 +39,13 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     name: str = "digits"  # dataset name: digits, fashion_mnist, mnist_idx, mnist_subset, synthetic
-    path: str | None = None  # directory of IDX files (fashion_mnist, mnist_idx); None = the dataset's default
+    path: str | None = None  # directory of IDX files (fashion_mnist, mnist_idx); None = the dataset's default;
+    # minilm with name "file": a UTF-8 text file of sentences, one per line
     test_fraction: float = 0.2  # held-out share for sets without an official test split
     split_seed: int = 0  # seed of that split (kept apart from the training seed: every run sees the same split)
     vocab_size: int = 8000  # text tasks: BPE vocabulary trained on the training split
     seq_len: int = 256  # language modelling: tokens per training sequence
-    max_len: int = 128  # translation: longest sentence kept, in tokens
+    max_len: int = 128  # translation: longest sentence kept, in tokens; minilm: tokens kept per sentence
     tokenizer: str | None = None  # text tasks: tokenizer file to reuse (default: trained and saved in the run dir)
 
 
@@ -146,13 +147,17 @@ class ExperimentConfig:
             data_registry = text.CORPORA
         elif self.model.name == "seq2seq":
             data_registry = {"bible_en_es"}  # the one parallel corpus we can have offline
+        elif self.model.name == "minilm":
+            from ..data.sentences import sentence_corpora
+
+            data_registry = set(sentence_corpora())  # the text corpora, or "file" (data.path: one sentence a line)
         else:
             data_registry = DATASETS
         if isinstance(data_registry, set):
             need(
                 self.data.name in data_registry,
                 "data.name",
-                f"one of {sorted(data_registry)} for seq2seq",
+                f"one of {sorted(data_registry)} for {self.model.name}",
                 self.data.name,
             )
         else:
@@ -169,9 +174,12 @@ class ExperimentConfig:
         need(self.data.seq_len >= 2, "data.seq_len", "an integer >= 2", self.data.seq_len)
         need(self.data.max_len >= 4, "data.max_len", "an integer >= 4", self.data.max_len)
         try:
-            resolve_method(s.method, **s.options)
+            method = resolve_method(s.method, **s.options)
         except ValueError as e:
             raise ConfigError(f"config key 'sparsity': {e}") from None
+        nm = method.nm if method.sparse else None
+        if nm is not None and abs(s.density - nm[0] / nm[1]) > 1e-9:
+            need(False, "sparsity.density", f"{nm[0] / nm[1]:g} for the {method.pattern} method {s.method!r}", s.density)
         return self
 
 

@@ -42,6 +42,19 @@ def sparse_layers(model: nn.Module) -> dict[str, SparseLinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, SparseLinear)}
 
 
+def _chosen_linears(model: nn.Module, filter_fn: FilterFn | None) -> list[tuple[str, nn.Linear]]:
+    filter_fn = filter_fn or default_filter(model)
+    chosen = [
+        (name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and name and filter_fn(name, m)
+    ]
+    if not chosen:
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        raise ValueError(
+            f"filter_fn matched no nn.Linear layer of the model; its Linear layers are: {linears or 'none'}"
+        )
+    return chosen
+
+
 def sparsify_(
     model: nn.Module,
     density: float,
@@ -83,15 +96,7 @@ def sparsify_(
     density = check_density(density)
     if weight_init not in ("keep", "swi"):
         raise ValueError(f"weight_init must be one of 'keep', 'swi'; got {weight_init!r}")
-    filter_fn = filter_fn or default_filter(model)
-    chosen = [
-        (name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and name and filter_fn(name, m)
-    ]
-    if not chosen:
-        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        raise ValueError(
-            f"filter_fn matched no nn.Linear layer of the model; its Linear layers are: {linears or 'none'}"
-        )
+    chosen = _chosen_linears(model, filter_fn)
     init_fn = INITS.get(init)
     densities = ALLOCATIONS.get(allocation)([(m.out_features, m.in_features) for _, m in chosen], density)
     out: dict[str, SparseLinear] = {}
@@ -106,6 +111,91 @@ def sparsify_(
     return out
 
 
+def sparsify_nm_(
+    model: nn.Module,
+    pattern: str = "2:4",
+    filter_fn: FilterFn | None = None,
+    init: str = "nm_random",
+    *,
+    layout: str = "transposable",
+    weight_init: str = "keep",
+    ste_decay: float | None = None,
+    skip_incompatible: bool = False,
+    generator: torch.Generator | None = None,
+) -> dict[str, SparseLinear]:
+    """Swaps the chosen ``nn.Linear`` modules for layers whose masks are N:M patterns, in place.
+
+    Args:
+        model: any ``nn.Module``.
+        pattern: ``"N:M"``, e.g. ``"2:4"`` or ``"1:4"``.
+        filter_fn: ``(fqn, module) -> bool`` choosing the layers; default :func:`default_filter`.
+        init: ``"nm_random"`` (a pattern drawn uniformly per block) or ``"nm_magnitude"`` (the best pattern of the
+            current ``|W|``: a one-shot projection of a trained dense layer).
+        layout: ``"transposable"`` (``W`` and ``W^T`` both N:M) or ``"rowwise"`` (groups along ``in_features``).
+        weight_init: ``"keep"`` or ``"swi"`` (sparse weight initialisation at density N/M; not for STE layers).
+        ste_decay: None for ``SparseLinear`` layers (weights only on the mask); a number for :class:`STELinear`
+            layers with dense master weights (0: STE, > 0: SR-STE's lambda).
+        skip_incompatible: leave layers whose shape cannot hold the pattern dense instead of raising.
+        generator: random generator for ``nm_random`` and SWI.
+
+    Returns:
+        The new layers by name.
+
+    Raises:
+        ValueError: naming the layer and its shape, if a chosen layer's dimensions are not multiples of M
+            (and ``skip_incompatible`` is False).
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> layers = sparsify_nm_(model, "2:4")
+        >>> layers["0"].density
+        0.5
+    """
+    from ..topology.nm import LAYOUTS, best_nm_mask, nm_shape_error, parse_nm, random_nm_mask
+    from ..topology.swi import swi_
+    from .ste_linear import STELinear
+
+    n, m = parse_nm(pattern)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}; got {layout!r}")
+    if init not in ("nm_random", "nm_magnitude"):
+        raise ValueError(f"init must be one of 'nm_random', 'nm_magnitude'; got {init!r}")
+    if weight_init not in ("keep", "swi"):
+        raise ValueError(f"weight_init must be one of 'keep', 'swi'; got {weight_init!r}")
+    if ste_decay is not None and weight_init != "keep":
+        raise ValueError("STE layers keep dense master weights: use weight_init='keep'")
+    chosen = []
+    for name, linear in _chosen_linears(model, filter_fn):
+        shape = (linear.out_features, linear.in_features)
+        why = nm_shape_error(shape, m, layout)
+        if why is None:
+            chosen.append((name, linear))
+        elif not skip_incompatible:
+            raise ValueError(
+                f"layer {name!r} with weight shape (out, in) = {shape} cannot hold a {layout} {n}:{m} pattern: {why}; "
+                "leave it out with filter_fn, or pass skip_incompatible=True to keep such layers dense"
+            )
+    if not chosen:
+        raise ValueError(f"no chosen layer can hold a {layout} {n}:{m} pattern")
+    out: dict[str, SparseLinear] = {}
+    for name, linear in chosen:
+        layer: SparseLinear
+        if ste_decay is not None:
+            layer = STELinear.from_nm(linear, n, m, layout, ste_decay)
+        else:
+            if init == "nm_random":
+                shape = tuple(linear.weight.shape)
+                mask = random_nm_mask(shape, n, m, layout, generator=generator, device=linear.weight.device)
+            else:
+                mask = best_nm_mask(linear.weight.detach().abs(), n, m, layout)
+            layer = SparseLinear.from_linear(linear, mask)
+            if weight_init == "swi":
+                swi_(layer.weight, layer.mask, generator=generator)
+        _set_submodule(model, name, layer)
+        out[name] = layer
+    return out
+
+
 def squash_(model: nn.Module) -> nn.Module:
     """Turns every ``SparseLinear`` of ``model`` back into an ``nn.Linear`` holding the same (zero off-mask) weights.
 
@@ -115,8 +205,12 @@ def squash_(model: nn.Module) -> nn.Module:
         >>> type(squash_(model)[0]).__name__
         'Linear'
     """
+    from .ste_linear import STELinear
+
     for name, layer in list(sparse_layers(model).items()):
         layer._hook.remove()
+        with torch.no_grad():  # an STE layer computes with W * M(W): that product is the model
+            layer.weight.mul_(layer.pattern_of_weight() if isinstance(layer, STELinear) else layer.mask)
         linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         linear.weight = layer.weight
         linear.bias = layer.bias

@@ -30,16 +30,23 @@ import torch
 from .initial import _check_shape
 
 __all__ = [
+    "LAYOUTS",
+    "best_nm_mask",
     "best_rowwise_mask",
     "best_transposable_mask",
+    "is_nm",
     "is_rowwise",
     "is_transposable",
+    "parse_nm",
+    "random_nm_mask",
+    "random_rowwise_mask",
     "random_transposable_mask",
     "rowwise_patterns",
     "transposable_patterns",
 ]
 
 Device = torch.device | str | None
+LAYOUTS = ("transposable", "rowwise")  # the two N:M layouts every helper below accepts
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -351,3 +358,110 @@ def is_rowwise(mask: torch.Tensor, n: int = 2, m: int = 4) -> bool:
         return False
     counts = (mask != 0).reshape(*mask.shape[:-1], -1, m).sum(dim=-1)  # (..., in/m)
     return bool((counts == n).all())
+
+
+def random_rowwise_mask(
+    shape: Sequence[int],
+    n: int = 2,
+    m: int = 4,
+    *,
+    generator: torch.Generator | None = None,
+    device: Device = None,
+) -> torch.Tensor:
+    """A row-wise N:M mask with every group of ``m`` entries drawn uniformly from the ``C(m, n)`` groups.
+
+    Randomness is drawn on the generator's device, as in :func:`random_transposable_mask`.
+
+    Example:
+        >>> mask = random_rowwise_mask((4, 8), n=2, m=4, generator=torch.Generator().manual_seed(0))
+        >>> is_rowwise(mask), int(mask.sum())
+        (True, 16)
+    """
+    n, m = _check_nm(n, m)
+    H, W = _check_shape(shape)
+    if W % m:
+        raise ValueError(f"shape[1] (in_features) must be a multiple of m={m}, got shape={(H, W)}")
+    result = torch.device(device) if device is not None else None
+    work = generator.device if generator is not None else (result or torch.device("cpu"))
+    lib = _rowwise_library(n, m).to(device=work)  # (P, m)
+    pick = torch.randint(lib.shape[0], (H, W // m), generator=generator, device=work)  # (H, W/m)
+    return lib[pick].reshape(H, W).to(result or work)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# one entry point per operation, for code that takes the layout as a setting
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def parse_nm(pattern: str) -> tuple[int, int]:
+    """``"2:4"`` -> ``(2, 4)``, with ``1 <= n < m`` checked.
+
+    Example:
+        >>> parse_nm("1:4")
+        (1, 4)
+    """
+    try:
+        n_str, m_str = str(pattern).split(":")
+        n, m = int(n_str), int(m_str)
+    except ValueError:
+        raise ValueError(f"pattern must be written 'N:M' with integers 1 <= N < M, e.g. '2:4'; got {pattern!r}") from None
+    return _check_nm(n, m)
+
+
+def _check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}; got {layout!r}")
+    return layout
+
+
+def best_nm_mask(scores: torch.Tensor, n: int, m: int, layout: str = "transposable") -> torch.Tensor:
+    """:func:`best_transposable_mask` or :func:`best_rowwise_mask`, chosen by ``layout``.
+
+    Example:
+        >>> best_nm_mask(torch.tensor([[0.1, 0.9, 0.5, 0.2]]), 2, 4, "rowwise").tolist()
+        [[False, True, True, False]]
+    """
+    if _check_layout(layout) == "transposable":
+        return best_transposable_mask(scores, n, m)
+    return best_rowwise_mask(scores, n, m)
+
+
+def random_nm_mask(
+    shape: Sequence[int],
+    n: int,
+    m: int,
+    layout: str = "transposable",
+    *,
+    generator: torch.Generator | None = None,
+    device: Device = None,
+) -> torch.Tensor:
+    """:func:`random_transposable_mask` or :func:`random_rowwise_mask`, chosen by ``layout``.
+
+    Example:
+        >>> is_nm(random_nm_mask((8, 8), 1, 4, "transposable"), 1, 4, "transposable")
+        True
+    """
+    fn = random_transposable_mask if _check_layout(layout) == "transposable" else random_rowwise_mask
+    return fn(shape, n, m, generator=generator, device=device)
+
+
+def is_nm(mask: torch.Tensor, n: int, m: int, layout: str = "transposable") -> bool:
+    """:func:`is_transposable` or :func:`is_rowwise`, chosen by ``layout``.
+
+    Example:
+        >>> is_nm(torch.eye(4, dtype=torch.bool), 1, 4, "rowwise")
+        True
+    """
+    if _check_layout(layout) == "transposable":
+        return is_transposable(mask, n, m)
+    return is_rowwise(mask, n, m)
+
+
+def nm_shape_error(shape: Sequence[int], m: int, layout: str = "transposable") -> str | None:
+    """Why a weight of ``shape`` (out, in) cannot hold an N:M mask of this layout, or None if it can."""
+    out_f, in_f = shape
+    if layout == "transposable" and (out_f % m or in_f % m):
+        return f"both dimensions must be multiples of {m} for a transposable pattern"
+    if in_f % m:
+        return f"in_features must be a multiple of {m} for a row-wise pattern"
+    return None
