@@ -17,6 +17,7 @@ from .dst import (
     register_regrowth,
     register_removal,
 )
+from .export import to_semi_structured
 from .nn import SparseLinear, sparse_layers, sparsify_, squash_
 from .topology import register_init
 
@@ -37,5 +38,6 @@ __all__ = [
     "sparse_layers",
     "sparsify_",
     "squash_",
+    "to_semi_structured",
     "topology",
 ]

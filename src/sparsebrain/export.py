@@ -1,0 +1,312 @@
+"""Export for inference: 2:4 ``SparseLinear`` layers become PyTorch semi-structured sparse layers.
+
+:func:`to_semi_structured` replaces every ``SparseLinear`` of a model, in place, by a frozen inference layer. A layer
+whose mask keeps at most 2 of every 4 consecutive weights along ``in_features`` holds its weight as a
+``torch.sparse.SparseSemiStructuredTensor`` (2:4 sparse tensor cores) where the platform can run it; everywhere else
+it becomes an ``nn.Linear`` holding the dense weight with zeros, so that the exported model runs on any device. The
+returned report says, per layer, which of the two happened and why.
+
+Example:
+    >>> import warnings, torch, sparsebrain as sb
+    >>> model = torch.nn.Sequential(sb.SparseLinear(8, 4))
+    >>> model[0].set_mask_(sb.topology.best_rowwise_mask(model[0].weight.abs(), 2, 4))
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")  # the fallback is announced with a UserWarning
+    ...     report = sb.to_semi_structured(model)
+    >>> report
+    {'0': 'dense (needs a CUDA device, weight is on cpu; needs float16 or bfloat16, weight is float32)'}
+    >>> type(model[0]).__name__
+    'Linear'
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.sparse import (
+    SparseSemiStructuredTensor,
+    SparseSemiStructuredTensorCUSPARSELT,
+    SparseSemiStructuredTensorCUTLASS,
+)
+
+from .nn import SparseLinear, sparse_layers
+from .topology import is_rowwise
+
+__all__ = ["SEMI_STRUCTURED", "SemiStructuredLinear", "to_semi_structured"]
+
+SEMI_STRUCTURED = "semi_structured"
+"""The report value of a layer whose weight became a ``SparseSemiStructuredTensor``."""
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+_BACKEND_NAMES = {"cusparselt": "cuSPARSELt", "cutlass": "CUTLASS"}
+# Relative error (to the output's scale) above which a converted layer is taken to compute wrongly. Correct kernels
+# agree with the dense bf16 matmul to about 1e-2; a misread layout is off by about 1.
+_PROBE_RTOL = 5e-2
+
+
+class SemiStructuredLinear(nn.Module):
+    """An inference-only ``y = x W^T + b`` whose weight is a 2:4 ``SparseSemiStructuredTensor``.
+
+    The weight and bias are frozen parameters (``requires_grad=False``) of the same dtype; inputs must have that dtype
+    too, as with ``nn.Linear``. Any number of leading dimensions is accepted: the sparse kernels take 2-D inputs
+    only, so ``forward`` flattens them and restores them afterwards.
+
+    Example:
+        >>> # on a CUDA device of compute capability >= 8.0, with a 2:4 bf16 weight w of shape (256, 512):
+        >>> # layer = SemiStructuredLinear(torch.sparse.to_sparse_semi_structured(w), bias)
+        >>> # y = layer(torch.randn(4, 64, 512, device="cuda", dtype=torch.bfloat16))  # (4, 64, 256)
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None) -> None:
+        super().__init__()
+        if weight.dim() != 2:
+            raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+        self.out_features, self.in_features = int(weight.shape[0]), int(weight.shape[1])
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.register_parameter("bias", None if bias is None else nn.Parameter(bias, requires_grad=False))
+
+    @property
+    def backend(self) -> str:
+        """The kernel library behind the weight: ``"cuSPARSELt"``, ``"CUTLASS"``, or ``"dense"``."""
+        name = getattr(self.weight, "BACKEND", None)
+        return _BACKEND_NAMES.get(name, str(name)) if name is not None else "dense"
+
+    def forward(self, x: Tensor) -> Tensor:
+        x2 = x.reshape(-1, self.in_features)  # (B*T, in)
+        y = F.linear(x2, self.weight, self.bias)  # (B*T, out)
+        return y.reshape(*x.shape[:-1], self.out_features)  # (B, T, out)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"dtype={self.weight.dtype}, backend={self.backend}"
+        )
+
+
+def to_semi_structured(
+    model: nn.Module,
+    *,
+    dtype: torch.dtype | None = None,
+    strict: bool = True,
+) -> dict[str, str]:
+    """Replaces every ``SparseLinear`` of ``model``, in place, by a frozen inference layer; returns what happened.
+
+    A layer whose mask keeps at most 2 of every 4 consecutive weights along ``in_features`` (row-wise 2:4, which
+    transposable 2:4 masks are too) becomes a :class:`SemiStructuredLinear` holding its masked weight as a
+    ``torch.sparse.SparseSemiStructuredTensor`` when all of these hold: the weight is on a CUDA device of compute
+    capability >= 8.0; it is float16 or bfloat16 (after the cast to ``dtype``); its shape meets the minimum of a
+    backend (cuSPARSELt, else CUTLASS: ``_DTYPE_SHAPE_CONSTRAINTS`` of the installed torch); and the conversion
+    succeeds and a probe matmul agrees with the dense one. Backends are tried in turn, cuSPARSELt first (unless
+    ``SparseSemiStructuredTensor._FORCE_CUTLASS`` is set), because CUTLASS refuses Hopper GPUs. Otherwise the layer
+    becomes an ``nn.Linear`` with the dense weight with zeros (``weight * mask``), and a ``UserWarning`` lists the
+    layers that stayed dense.
+
+    Either way the new layers hold no mask, their parameters are cast to ``dtype`` when given and are frozen
+    (``requires_grad=False``); their inputs must have their dtype (cast the rest of the model with ``model.to``).
+
+    Args:
+        model: A module containing ``SparseLinear`` layers (not a ``SparseLinear`` itself, which cannot be replaced in
+            place). Modified in place.
+        dtype: Floating dtype for the exported weights and biases; ``None`` keeps each layer's dtype, in which case
+            only float16/bfloat16 layers can become semi-structured.
+        strict: If True, a layer whose mask is not 2:4 along ``in_features`` (or whose ``in_features`` is not a
+            multiple of 4) raises ``ValueError`` before the model is touched. If False, such layers become dense
+            ``nn.Linear`` layers too, and the report says why.
+
+    Returns:
+        ``{dotted layer name: "semi_structured" or "dense (<reason>)"}``, in registration order.
+
+    Raises:
+        ValueError: If ``model`` is itself a ``SparseLinear``, ``dtype`` is not a floating dtype, or (``strict``) some
+            layer's mask is not 2:4; the message names every such layer, its shape and what its mask is.
+
+    Example:
+        >>> import torch, sparsebrain as sb
+        >>> model = torch.nn.Sequential(sb.SparseLinear(512, 256), torch.nn.ReLU(), sb.SparseLinear(256, 512)).cuda()
+        >>> for layer in sb.sparse_layers(model).values():
+        ...     layer.set_mask_(sb.topology.best_rowwise_mask(layer.weight.abs(), 2, 4))
+        >>> report = sb.to_semi_structured(model, dtype=torch.bfloat16)
+        >>> report  # on an Ampere or Hopper GPU
+        {'0': 'semi_structured', '2': 'semi_structured'}
+        >>> y = model(torch.randn(64, 512, device="cuda", dtype=torch.bfloat16))
+    """
+    if isinstance(model, SparseLinear):
+        raise ValueError(
+            "to_semi_structured needs a model that contains SparseLinear layers, not a SparseLinear itself"
+        )
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
+    layers = sparse_layers(model)
+
+    # Check every mask first, so that a strict error leaves the model untouched.
+    problems = {name: p for name, layer in layers.items() if (p := _mask_problem(layer.mask)) is not None}
+    if strict and problems:
+        lines = [
+            f"  {name!r} (out_features, in_features) = {tuple(layers[name].mask.shape)}: {p}"
+            for name, p in problems.items()
+        ]
+        raise ValueError(
+            "to_semi_structured: these layers cannot be exported as 2:4 (pass strict=False to keep them dense):\n"
+            + "\n".join(lines)
+        )
+
+    report: dict[str, str] = {}
+    with torch.no_grad():
+        for name, layer in layers.items():
+            weight = (layer.weight.detach() * layer.mask).to(dtype or layer.weight.dtype).contiguous()  # (out, in)
+            bias = None if layer.bias is None else layer.bias.detach().to(weight.dtype)  # (out,)
+            new: nn.Module | None = None
+            if name in problems:
+                reason = problems[name]
+            else:
+                new, reason = _semi_structured(weight, bias)
+            if new is None:
+                new = _dense_linear(weight, bias)
+                report[name] = f"dense ({reason})"
+            else:
+                report[name] = SEMI_STRUCTURED
+            model.set_submodule(name, new)
+
+    dense = [f"{name!r}: {r}" for name, r in report.items() if r != SEMI_STRUCTURED]
+    if dense:
+        shown = "; ".join(dense[:3]) + ("; ..." if len(dense) > 3 else "")
+        warnings.warn(
+            f"to_semi_structured: {len(dense)} of {len(report)} sparse layers stay dense: {shown}",
+            UserWarning,
+            stacklevel=2,
+        )
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _mask_problem(mask: Tensor) -> str | None:
+    """Why ``mask`` (bool ``(out, in)``) cannot be stored as 2:4 along ``in``, or ``None`` if it can.
+
+    At most 2 kept of every 4 is enough: the compressed format stores the zeros of a 1:4 or emptier group as values.
+    """
+    out_features, in_features = mask.shape
+    if in_features % 4:
+        return f"in_features={in_features} is not a multiple of 4, so the mask cannot be 2:4"
+    counts = mask.reshape(out_features, in_features // 4, 4).sum(dim=-1)  # (out, in/4) kept per group
+    most = int(counts.max()) if counts.numel() else 0
+    if most <= 2:
+        return None
+    if most == 4 and bool(mask.all()):
+        found = "fully dense"
+    elif most == 3 and is_rowwise(mask, 3, 4):
+        found = "3:4"
+    else:
+        found = f"unstructured, up to {most} of every 4 kept"
+    return f"mask is not 2:4 along in_features, it is {found}"
+
+
+def _backends() -> list[type[SparseSemiStructuredTensor]]:
+    """The semi-structured backends to try, in order: torch's own preference first, then the other one."""
+    order: list[type[SparseSemiStructuredTensor]] = [
+        SparseSemiStructuredTensorCUSPARSELT,
+        SparseSemiStructuredTensorCUTLASS,
+    ]
+    if SparseSemiStructuredTensor._FORCE_CUTLASS:
+        order.reverse()
+    if not torch.backends.cusparselt.is_available():
+        order.remove(SparseSemiStructuredTensorCUSPARSELT)
+    return order
+
+
+def _backend_name(cls: type) -> str:
+    backend = getattr(cls, "BACKEND", None)
+    return _BACKEND_NAMES.get(backend, backend) if backend else cls.__name__
+
+
+def _platform_problems(weight: Tensor) -> list[str]:
+    """Reasons, independent of the backend, why ``weight`` cannot become semi-structured here (empty if none)."""
+    reasons = []
+    if weight.device.type != "cuda":
+        reasons.append(f"needs a CUDA device, weight is on {weight.device.type}")
+    elif torch.cuda.get_device_capability(weight.device) < (8, 0):
+        major, minor = torch.cuda.get_device_capability(weight.device)
+        reasons.append(f"needs compute capability >= 8.0 (sparse tensor cores), device has {major}.{minor}")
+    if weight.dtype not in _HALF_DTYPES:
+        reasons.append(f"needs float16 or bfloat16, weight is {str(weight.dtype).removeprefix('torch.')}")
+    return reasons
+
+
+def _fitting_backends(
+    shape: Sequence[int], dtype: torch.dtype, backends: Sequence[type[SparseSemiStructuredTensor]]
+) -> tuple[list[type[SparseSemiStructuredTensor]], str]:
+    """The backends whose minimum sparse shape for ``dtype`` divides ``shape``, and a reason naming the minimums."""
+    rows, cols = shape
+    fitting, minimums = [], []
+    for cls in backends:
+        c = cls._DTYPE_SHAPE_CONSTRAINTS.get(dtype)
+        if c is None:
+            continue
+        if rows % c.sparse_min_rows == 0 and cols % c.sparse_min_cols == 0 and rows > 0 and cols > 0:
+            fitting.append(cls)
+        minimums.append(f"({c.sparse_min_rows}, {c.sparse_min_cols}) for {_backend_name(cls)}")
+    reason = f"shape {tuple(shape)} is not a multiple of " + (" or ".join(minimums) or "any supported minimum")
+    return fitting, reason
+
+
+def _semi_structured(weight: Tensor, bias: Tensor | None) -> tuple[SemiStructuredLinear | None, str]:
+    """A :class:`SemiStructuredLinear` for the masked 2:4 ``weight``, or ``None`` and the reason it cannot be made."""
+    reasons = _platform_problems(weight)
+    if reasons:
+        return None, "; ".join(reasons)
+    backends, shape_reason = _fitting_backends(weight.shape, weight.dtype, _backends())
+    if not backends:
+        return None, shape_reason
+    return _convert(weight, bias, backends)
+
+
+def _convert(
+    weight: Tensor, bias: Tensor | None, backends: Sequence[type[SparseSemiStructuredTensor]]
+) -> tuple[SemiStructuredLinear | None, str]:
+    """Tries ``cls.from_dense`` for each backend in turn and keeps the first layer whose probe matmul is right.
+
+    ``cls.from_dense`` is what ``torch.sparse.to_sparse_semi_structured`` calls for the backend chosen by the global
+    ``_FORCE_CUTLASS`` flag; calling it directly picks the backend without changing that flag for the whole process.
+    """
+    refusals = []
+    for cls in backends:
+        try:
+            layer = SemiStructuredLinear(cls.from_dense(weight), bias)
+            error = _probe_error(layer, weight, bias)
+        # a platform may refuse in any way: RuntimeError (CUTLASS on Hopper), NotImplementedError, a CUDA error...
+        except Exception as e:
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            refusals.append(f"{_backend_name(cls)}: {first_line[:200]}")
+            continue
+        if error <= _PROBE_RTOL:
+            return layer, SEMI_STRUCTURED
+        refusals.append(f"{_backend_name(cls)}: wrong result, relative error {error:.2g}")
+    return None, "platform refused: " + "; ".join(refusals)
+
+
+def _probe_error(layer: nn.Module, weight: Tensor, bias: Tensor | None) -> float:
+    """Relative max error of ``layer`` against the dense ``F.linear`` on a fixed random batch of 32 rows."""
+    g = torch.Generator(device=weight.device).manual_seed(0)
+    x = torch.randn(32, weight.shape[1], generator=g, device=weight.device).to(weight.dtype)  # (32, in)
+    ref = F.linear(x, weight, bias).float()  # (32, out)
+    got = layer(x).float()  # (32, out)
+    if got.shape != ref.shape:
+        return float("inf")
+    err = float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-6))
+    return err if err == err else float("inf")  # NaN counts as wrong
+
+
+def _dense_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
+    """A frozen ``nn.Linear`` holding ``weight`` (dense, zeros off the mask) and ``bias`` as they are."""
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        linear.bias = nn.Parameter(bias, requires_grad=False)
+    return linear
