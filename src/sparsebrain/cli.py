@@ -1,7 +1,8 @@
-"""The ``sparsebrain`` command: train, compare, report, list.
+"""The ``sparsebrain`` command: train, retrain, compare, report, list.
 
 sparsebrain train --config configs/fmnist_mlp.yaml --sparsity.method chts --sparsity.density 0.01 --seed 1
 sparsebrain compare --config configs/fmnist_mlp.yaml --methods dense,set,rigl,chts,chtss --seeds 0,1,2
+sparsebrain retrain --from runs/fmnist_vit/dense_d0.05_s0 --to 2:4 --method chts24 --train.epochs 5
 sparsebrain report runs/fmnist_mlp
 sparsebrain list
 """
@@ -33,7 +34,7 @@ def _fail(msg: str, code: int = 2) -> int:
 
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from .experiments.config import ConfigError, dump_config, load_config
-    from .experiments.trainer import Interrupted, RunError, default_run_dir, train
+    from .experiments.trainer import default_run_dir
 
     try:
         cfg = load_config(args.config, extra)
@@ -42,7 +43,13 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     if args.print_config:
         print(dump_config(cfg), end="")
         return 0
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
+    return _run_and_print(cfg, Path(args.run_dir) if args.run_dir else default_run_dir(cfg), args)
+
+
+def _run_and_print(cfg: Any, run_dir: Path, args: argparse.Namespace) -> int:
+    from .experiments.config import ConfigError
+    from .experiments.trainer import Interrupted, RunError, train
+
     command = " ".join(shlex.quote(a) for a in ["sparsebrain", *sys.argv[1:]])
     try:
         summary = train(cfg, run_dir, resume=args.resume, quiet=args.quiet, command=command)
@@ -60,7 +67,85 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         f"finished {run_dir}: {key} {shown(m[key])} (best {shown(m['best_' + key])}), "
         f"density {summary['final_density']:.4f}, ANP {summary['anp']:.3f}, {summary['wall_time_s']:.1f} s"
     )
+    ref = summary.get("init_from")
+    if ref:
+        print(f"  from {ref['run_dir']}: {key} {shown(ref[key])}; recovered {100 * ref['recovered']:.2f}% of it")
     return 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# retrain (eDSrT: dense -> N:M)
+
+
+def retrain_overrides(method: str, pattern: str, layout: str, source: str) -> dict[str, Any]:
+    """Config overrides that turn a dense run's config into an N:M retraining of its weights.
+
+    The weights of ``source`` are projected onto the best-magnitude ``pattern`` per block (``init: nm_magnitude``)
+    and retrained with ``method``; a dynamic method's soft-removal temperature anneals 1 -> 3, the papers' value
+    for retraining.
+
+    Example:
+        >>> retrain_overrides("chts24", "2:4", "transposable", "runs/vit/dense_d0.05_s0")["sparsity.density"]
+        0.5
+    """
+    from .dst.methods import resolve_method
+    from .topology.nm import parse_nm
+
+    n, m = parse_nm(pattern)
+    options: dict[str, Any] = {"pattern": pattern, "pattern_layout": layout, "init": "nm_magnitude"}
+    cfg = resolve_method(method, **options)  # raises with the valid names for an unknown method
+    if cfg.dynamic and not cfg.ste:
+        options["temperature"] = [1.0, 3.0]
+    return {
+        "model.init_from": source,
+        "sparsity.method": method,
+        "sparsity.density": n / m,
+        "sparsity.options": options,
+    }
+
+
+def _cmd_retrain(args: argparse.Namespace, extra: list[str]) -> int:
+    from .experiments.config import ConfigError, apply_overrides, config_from_dict, config_to_dict, parse_overrides
+    from .experiments.trainer import default_run_dir
+
+    source = Path(args.source)
+    config = args.config or (source / "config.yaml" if source.is_dir() else None)
+    if config is None:
+        return _fail(f"--from {args.source!r} is a checkpoint file: pass --config with the config it was trained with")
+    try:
+        import yaml
+
+        base = load_config_dict(config)
+        ours = retrain_overrides(args.method, args.to, args.layout, str(source))
+        ours["name"] = f"{base.get('name', 'default')}_retrain"
+        user = parse_overrides(extra)
+        if isinstance(user.get("sparsity.options"), dict):  # add to the retraining options, do not drop them
+            user["sparsity.options"] = {**ours["sparsity.options"], **user["sparsity.options"]}
+        data = apply_overrides(apply_overrides(base, ours), user)
+        cfg = config_from_dict(data).validate()
+    except (ConfigError, ValueError) as e:
+        return _fail(str(e))
+    except yaml.YAMLError as e:
+        return _fail(f"config file {str(config)!r} is not valid YAML: {e}")
+    if args.print_config:
+        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        return 0
+    return _run_and_print(cfg, Path(args.run_dir) if args.run_dir else default_run_dir(cfg), args)
+
+
+def load_config_dict(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a YAML config file (overrides are applied to it before validation)."""
+    import yaml
+
+    from .experiments.config import ConfigError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    data = yaml.safe_load(p.read_text())
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+    return data or {}
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -269,13 +354,27 @@ def _parser() -> argparse.ArgumentParser:
         description="Brain-inspired dynamic sparse training: train, compare methods over seeds, report.",
         epilog="Any config key can be overridden with a dotted option, e.g. --train.epochs 10 --sparsity.density 0.01",
     )
-    sub = p.add_subparsers(dest="command", metavar="{train,compare,report,list}")
+    sub = p.add_subparsers(dest="command", metavar="{train,retrain,compare,report,list}")
     t = sub.add_parser("train", allow_abbrev=False, help="train one run from a YAML config plus dotted overrides")
     t.add_argument("--config", help="YAML config (default: the built-in digits MLP job)")
     t.add_argument("--run-dir", help="run directory (default OUT_DIR/NAME/METHOD_dDENSITY_sSEED)")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     t.add_argument("--quiet", action="store_true", help="no progress output")
+    rt = sub.add_parser(
+        "retrain",
+        allow_abbrev=False,
+        help="eDSrT: project a trained dense run onto N:M patterns and retrain it (chts24, or asp: NVIDIA's recipe)",
+    )
+    rt.add_argument("--from", dest="source", required=True, help="the dense run directory (or a checkpoint file)")
+    rt.add_argument("--to", default="2:4", help="N:M pattern (default 2:4)")
+    rt.add_argument("--layout", default="transposable", help="transposable (default) or rowwise")
+    rt.add_argument("--method", default="chts24", help="chts24 (default), asp, srste, ... (any method)")
+    rt.add_argument("--config", help="YAML config (default: the source run's config.yaml)")
+    rt.add_argument("--run-dir", help="run directory (default OUT_DIR/NAME_retrain/METHOD_dDENSITY_sSEED)")
+    rt.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    rt.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    rt.add_argument("--quiet", action="store_true", help="no progress output")
     c = sub.add_parser("compare", allow_abbrev=False, help="run a grid of methods x seeds (x densities) and report it")
     c.add_argument("--config", help="YAML config (default: the built-in digits MLP job)")
     c.add_argument(
@@ -303,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    handler = {"train": _cmd_train, "compare": _cmd_compare, "report": _cmd_report, "list": _cmd_list}
+    handler = {"train": _cmd_train, "retrain": _cmd_retrain, "compare": _cmd_compare, "report": _cmd_report, "list": _cmd_list}
     return handler[args.command](args, extra)
 
 

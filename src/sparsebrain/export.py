@@ -33,7 +33,7 @@ from torch.sparse import (
     SparseSemiStructuredTensorCUTLASS,
 )
 
-from .nn import SparseLinear, sparse_layers
+from .nn import SparseLinear, STELinear, sparse_layers
 from .topology import is_rowwise
 
 __all__ = ["SEMI_STRUCTURED", "SemiStructuredLinear", "to_semi_structured"]
@@ -141,6 +141,9 @@ def to_semi_structured(
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
     layers = sparse_layers(model)
+    for layer in layers.values():
+        if isinstance(layer, STELinear):  # STE: the model is W * M(|W|); refresh M after the last optimizer step
+            layer.set_mask_(layer.pattern_of_weight())
 
     # Check every mask first, so that a strict error leaves the model untouched.
     problems = {name: p for name, layer in layers.items() if (p := _mask_problem(layer.mask)) is not None}

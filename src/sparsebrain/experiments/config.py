@@ -56,6 +56,8 @@ class ModelConfig:
     dropout: float = 0.0
     size: str | None = None  # named size of a transformer, e.g. llama-60m
     options: dict[str, Any] = field(default_factory=dict)  # extra model arguments, e.g. {tie_embeddings: true}
+    # a run directory or checkpoint whose model weights start this run, before sparsification (dense -> N:M retraining)
+    init_from: str | None = None
 
 
 @dataclass

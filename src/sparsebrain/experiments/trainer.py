@@ -294,6 +294,7 @@ def train(
     task = _load_task(cfg, device, run_dir, dataset)
     model, t, s = task.model, cfg.train, cfg.sparsity
     total_steps = task.total_steps
+    reference = load_initial_weights(model, cfg.model.init_from) if cfg.model.init_from else None
     if t.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
             model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
@@ -419,6 +420,7 @@ def train(
     wall = state.wall + time.perf_counter() - start
     final = task.final_metrics()
     summary = _summary(cfg, run_dir, task, sparsifier, metrics, device, wall, total_steps, command, final)
+    summary.update(_retrain_report(reference, task.metric, summary["metrics"][task.metric], task.higher_is_better))
     atomic_write_json(run_dir / SUMMARY, summary)
     return summary
 
@@ -433,6 +435,42 @@ def _topology_event(sparsifier: DynamicSparsifier, step: int, steps_per_epoch: i
         "anp": st["anp"],
         "layers": st["layers"],
     }
+
+
+def load_initial_weights(model: torch.nn.Module, source: str | Path) -> dict[str, Any] | None:
+    """Loads the model weights of a run directory or checkpoint into ``model`` (before it is sparsified).
+
+    ``source`` is a run directory (its ``checkpoint.pt``), a checkpoint written by :func:`train`, or a file holding
+    a plain ``state_dict``. Masks of a sparse source are dropped (its weights are already zero off them). Returns the
+    source run's ``summary.json`` when there is one, so that a retrained run can report how much it recovered.
+
+    Raises:
+        RunError: naming ``model.init_from`` when the source is missing or does not fit the model.
+    """
+    path = Path(source)
+    ckpt_path = path / CHECKPOINT if path.is_dir() else path
+    if not ckpt_path.is_file():
+        raise RunError(f"config key 'model.init_from': no checkpoint at {str(ckpt_path)!r}")
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    state = {k: v for k, v in state.items() if not k.endswith(".mask")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise RunError(f"config key 'model.init_from': {str(ckpt_path)!r} does not fit the model: {e}") from None
+    summary = (path if path.is_dir() else path.parent) / SUMMARY
+    return json.loads(summary.read_text()) if summary.is_file() else None
+
+
+def _retrain_report(reference: dict[str, Any] | None, metric: str, value: float, higher: bool) -> dict[str, Any]:
+    """How much of the source model's quality a retrained run keeps (sparse / dense, or dense / sparse for lower)."""
+    if reference is None or metric not in reference.get("metrics", {}):
+        return {}
+    ref = float(reference["metrics"][metric])
+    recovered = (value / ref if higher else ref / value) if ref and value else float("nan")
+    return {"init_from": {"run_dir": reference.get("run_dir"), "method": reference.get("method"),
+                          metric: ref, "recovered": recovered}}  # fmt: skip
 
 
 def _summary(
