@@ -2,6 +2,7 @@
 
 from ..registry import Registry
 from .llama import LLAMA_SIZES, LlamaConfig, LlamaLM, llama_config
+from .minilm import BertConfig, BertEncoder, SentenceEncoder, load_minilm
 from .mlp import MLP
 from .seq2seq import Seq2SeqConfig, Seq2SeqTransformer, label_smoothed_loss
 
@@ -9,17 +10,22 @@ __all__ = [
     "LLAMA_SIZES",
     "MLP",
     "MODELS",
+    "BertConfig",
+    "BertEncoder",
     "LlamaConfig",
     "LlamaLM",
+    "SentenceEncoder",
     "Seq2SeqConfig",
     "Seq2SeqTransformer",
     "label_smoothed_loss",
     "llama_config",
+    "load_minilm",
 ]
 
 # Each entry is the model class; the experiments CLI picks the task from the name (mlp: classification,
-# llama: language modelling, seq2seq: translation).
+# llama: language modelling, seq2seq: translation, minilm: sentence-embedding distillation).
 MODELS: Registry[type] = Registry("model")
 MODELS.register("mlp", MLP)
 MODELS.register("llama", LlamaLM)
 MODELS.register("seq2seq", Seq2SeqTransformer)
+MODELS.register("minilm", SentenceEncoder)

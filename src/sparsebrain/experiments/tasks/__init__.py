@@ -38,4 +38,8 @@ def build_task(cfg: Any, device: torch.device, run_dir: Path, dataset: Any = Non
         from .translation import TranslationTask
 
         return TranslationTask(cfg, device, run_dir)
+    if name == "minilm":
+        from .sentence_embedding import SentenceEmbeddingTask
+
+        return SentenceEmbeddingTask(cfg, device, run_dir)
     raise ConfigError(f"config key 'model.name': no task is defined for model {name!r}")
