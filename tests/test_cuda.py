@@ -65,3 +65,25 @@ def test_update_on_cuda_keeps_invariants(method: str) -> None:
         for v in opt.state[layer.weight].values():
             if torch.is_tensor(v) and v.shape == layer.weight.shape:
                 assert torch.count_nonzero(v[~layer.mask]) == 0
+
+
+@pytest.mark.parametrize("method", ["chts24", "chts14", "srste"])
+def test_nm_methods_on_cuda_keep_valid_patterns(method: str) -> None:
+    torch.manual_seed(0)
+    model = sb.models.MLP(64, [128, 128, 128], 10).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sp = sb.DynamicSparsifier(model, opt, method=method, total_steps=40, update_interval=2, seed=0)
+    n, m = sp.config.nm
+    for _ in range(40):
+        x, y = torch.randn(32, 64, device="cuda"), torch.randint(0, 10, (32,), device="cuda")
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        sp.step()
+        opt.zero_grad()
+    for layer in sp.layers.values():
+        assert layer.mask.device.type == "cuda"
+        assert sb.topology.is_transposable(layer.mask, n, m)
+        if not sp.config.ste:
+            assert torch.count_nonzero(layer.weight[~layer.mask]) == 0
