@@ -441,7 +441,7 @@ def test_best_falls_back_to_the_eval_events(tmp_path: Path) -> None:
 
 
 def test_metric_direction_and_presentation() -> None:
-    assert all(higher_is_better(m) for m in ("test_acc", "val_acc", "bleu", "valid_bleu", "test_bleu"))
+    assert all(higher_is_better(m) for m in ("test_acc", "val_acc", "bleu", "valid_bleu", "test_bleu", "valid_cos"))
     assert not any(higher_is_better(m) for m in ("val_ppl", "test_ppl", "val_loss", "valid_loss"))
     with pytest.raises(ValueError, match="f1"):
         higher_is_better("val_f1")

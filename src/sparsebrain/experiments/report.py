@@ -60,8 +60,9 @@ DEFAULT_METRIC = "test_acc"  # summaries written before the trainer had other ta
 def higher_is_better(metric: str) -> bool:
     """Which way a headline metric points, from its name alone.
 
-    The rule: higher is better for accuracies (names ending in ``"acc"``: ``test_acc``, ``val_acc``) and BLEU (names
-    ending in ``"bleu"``: ``bleu``, ``valid_bleu``, ``test_bleu``); lower is better for perplexities (ending in
+    The rule: higher is better for accuracies (names ending in ``"acc"``: ``test_acc``, ``val_acc``), BLEU (names
+    ending in ``"bleu"``: ``bleu``, ``valid_bleu``, ``test_bleu``) and cosine similarities (ending in ``"cos"``:
+    ``valid_cos``); lower is better for perplexities (ending in
     ``"ppl"``) and losses (ending in ``"loss"``). Any other name is refused rather than guessed, since a guess would
     rank the methods upside down and label "best" the worst value; extend this rule when a task adds a metric.
 
@@ -72,18 +73,18 @@ def higher_is_better(metric: str) -> bool:
         >>> higher_is_better("test_acc"), higher_is_better("val_ppl"), higher_is_better("valid_bleu")
         (True, False, True)
     """
-    if metric.endswith(("acc", "bleu")):
+    if metric.endswith(("acc", "bleu", "cos")):
         return True
     if metric.endswith(("ppl", "loss")):
         return False
     raise ValueError(
-        f"unknown headline metric {metric!r}: the report knows names ending in acc or bleu (higher is better) and ppl "
+        f"unknown headline metric {metric!r}: the report knows names ending in acc, bleu or cos (higher is better) and ppl "
         "or loss (lower is better)"
     )
 
 
 _WORDS = {"test": "test", "val": "validation", "valid": "validation", "train": "training", "acc": "accuracy"}
-_WORDS |= {"ppl": "perplexity", "bleu": "BLEU"}
+_WORDS |= {"ppl": "perplexity", "bleu": "BLEU", "cos": "cosine to the dense model"}
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def metric_spec(metric: str) -> MetricSpec:
         else:
             column, best, published = f"{short} %", f"best {short} %", f"published {short} %"
         return MetricSpec(metric, higher, 100.0, 2, column, best, published, long_name, "%", "accuracy.png")
-    digits = 4 if metric.endswith("loss") else 2
+    digits = 4 if metric.endswith(("loss", "cos")) else 2
     return MetricSpec(
         metric, higher, 1.0, digits, short, f"best {short}", f"published {short}", long_name, "", f"{metric}.png"
     )
