@@ -468,3 +468,18 @@ def test_log_axis_bands_are_geometric() -> None:
     assert lo[0] > 0 and lo[0] * hi[0] == pytest.approx(100.0)  # ×/÷ the same factor
     _, mean, lo_lin, _ = _mean_curve([([0.0, 1.0], [1.0, 1.0]), ([0.0, 1.0], [100.0, 100.0])])
     assert mean == pytest.approx([50.5, 50.5]) and lo_lin[0] < 0
+
+
+def test_archived_runs_with_gzipped_metrics_read_the_same(tmp_path: Path) -> None:
+    import gzip
+    import shutil
+
+    plain = write_run(tmp_path / "plain", "set", 0.1, 0, 0.9, 1.0)
+    archived = tmp_path / "archived" / plain.name
+    shutil.copytree(plain, archived)
+    for name in ("metrics.jsonl", "summary.json"):
+        (archived / f"{name}.gz").write_bytes(gzip.compress((archived / name).read_bytes()))
+        (archived / name).unlink()
+    a, b = collect_runs([tmp_path / "plain"])[0], collect_runs([tmp_path / "archived"])[0]
+    assert a.events == b.events and a.summary == b.summary is not None
+    assert markdown_table(summarize([a])) == markdown_table(summarize([b]))

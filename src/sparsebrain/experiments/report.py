@@ -1,7 +1,8 @@
 """Reports on finished runs: a markdown results table (mean ± std over seeds) and PNG plots.
 
 Reads run directories exactly as ``docs/run-directory.md`` defines them (``summary.json`` for finished runs,
-``metrics.jsonl`` for the curves) and never imports torch, so a report can be built anywhere the run directories can be
+``metrics.jsonl`` for the curves; archived runs may hold them gzip-compressed, as ``summary.json.gz`` and
+``metrics.jsonl.gz``) and never imports torch, so a report can be built anywhere the run directories can be
 read. The plots need matplotlib (``pip install matplotlib``), imported only when :func:`build_report` runs.
 
 The table and the first plot follow the runs' headline metric, the summaries' top-level ``"metric"`` (``"test_acc"``
@@ -201,8 +202,7 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
     with ``step > S`` describe training that was thrown away. A last line without its newline is a write cut short by
     a crash and is skipped; any other line that is not JSON is an error.
     """
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
+    lines = _read_text(path).split("\n")
     events: list[dict[str, Any]] = []
     for i, line in enumerate(lines):
         if not line.strip():
@@ -223,20 +223,37 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
 
 def _load_run(run_dir: Path) -> Run:
     summary = None
-    if (run_dir / SUMMARY).is_file():
-        with open(run_dir / SUMMARY, encoding="utf-8") as f:
-            try:
-                summary = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{run_dir / SUMMARY}: not valid JSON ({e.msg})") from None
+    path = _archived(run_dir, SUMMARY)
+    if path is not None:
+        try:
+            summary = json.loads(_read_text(path))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e.msg})") from None
         if not isinstance(summary, dict):
-            raise ValueError(f"{run_dir / SUMMARY}: expected a JSON object, got {type(summary).__name__}")
-    events = _read_events(run_dir / METRICS) if (run_dir / METRICS).is_file() else []
+            raise ValueError(f"{path}: expected a JSON object, got {type(summary).__name__}")
+    metrics = _archived(run_dir, METRICS)
+    events = _read_events(metrics) if metrics is not None else []
     return Run(run_dir, summary, events)
 
 
+def _archived(run_dir: Path, name: str) -> Path | None:
+    """``run_dir/name``, or its gzip-compressed ``name.gz`` (archived runs under results/); None if neither exists."""
+    for candidate in (name, name + ".gz"):
+        if (run_dir / candidate).is_file():
+            return run_dir / candidate
+    return None
+
+
+def _read_text(path: Path) -> str:
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.decompress(path.read_bytes()).decode("utf-8")
+    return path.read_text(encoding="utf-8")
+
+
 def _is_run_dir(path: Path) -> bool:
-    return (path / SUMMARY).is_file() or (path / METRICS).is_file()
+    return _archived(path, SUMMARY) is not None or _archived(path, METRICS) is not None
 
 
 def collect_runs(paths: Sequence[str | Path]) -> list[Run]:
@@ -269,7 +286,7 @@ def collect_runs(paths: Sequence[str | Path]) -> list[Run]:
         if _is_run_dir(root):
             found = [root]
         else:
-            files = [*root.rglob(SUMMARY), *root.rglob(METRICS)]
+            files = [f for name in (SUMMARY, METRICS) for f in (*root.rglob(name), *root.rglob(name + ".gz"))]
             found = sorted({f.parent for f in files if f.is_file()})
         if not found:
             raise ValueError(f"no run directories (with {SUMMARY} or {METRICS}) found under {str(p)!r}")
