@@ -5,6 +5,7 @@ from .llama import LLAMA_SIZES, LlamaConfig, LlamaLM, llama_config
 from .minilm import BertConfig, BertEncoder, SentenceEncoder, load_minilm
 from .mlp import MLP
 from .seq2seq import Seq2SeqConfig, Seq2SeqTransformer, label_smoothed_loss
+from .vit import ViT
 
 __all__ = [
     "LLAMA_SIZES",
@@ -17,15 +18,17 @@ __all__ = [
     "SentenceEncoder",
     "Seq2SeqConfig",
     "Seq2SeqTransformer",
+    "ViT",
     "label_smoothed_loss",
     "llama_config",
     "load_minilm",
 ]
 
-# Each entry is the model class; the experiments CLI picks the task from the name (mlp: classification,
+# Each entry is the model class; the experiments CLI picks the task from the name (mlp, vit: classification,
 # llama: language modelling, seq2seq: translation, minilm: sentence-embedding distillation).
 MODELS: Registry[type] = Registry("model")
 MODELS.register("mlp", MLP)
 MODELS.register("llama", LlamaLM)
 MODELS.register("seq2seq", Seq2SeqTransformer)
 MODELS.register("minilm", SentenceEncoder)
+MODELS.register("vit", ViT)

@@ -1,4 +1,4 @@
-"""Tasks: what is trained on what data. The task follows from the model (mlp: classification)."""
+"""Tasks: what is trained on what data. The task follows from the model (mlp, vit: classification)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def build_task(cfg: Any, device: torch.device, run_dir: Path, dataset: Any = Non
     from ..config import ConfigError
 
     name = cfg.model.name
-    if name == "mlp":
+    if name in ("mlp", "vit"):
         if dataset is None:
             kwargs: dict[str, Any] = {}
             if cfg.data.name in ("fashion_mnist", "mnist_idx"):
