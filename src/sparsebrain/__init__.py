@@ -18,7 +18,7 @@ from .dst import (
     register_removal,
 )
 from .export import to_semi_structured
-from .nn import SparseLinear, sparse_layers, sparsify_, squash_
+from .nn import SparseLinear, STELinear, sparse_layers, sparsify_, sparsify_nm_, squash_
 from .topology import register_init
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ __all__ = [
     "DynamicSparsifier",
     "LayerView",
     "MethodConfig",
+    "STELinear",
     "SparseLinear",
     "UpdateContext",
     "__version__",
@@ -37,6 +38,7 @@ __all__ = [
     "register_removal",
     "sparse_layers",
     "sparsify_",
+    "sparsify_nm_",
     "squash_",
     "to_semi_structured",
     "topology",
