@@ -12,6 +12,24 @@ def tiny_mlp(seed: int = 0) -> sb.models.MLP:
     return sb.models.MLP(20, [24, 24, 24], 5)
 
 
+def make_optimizer(model: torch.nn.Module, optim: str) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay (the MLP papers' recipe) or AdamW: the two the invariants must survive."""
+    if optim == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    return torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+
+
+def assert_zero_off_mask(opt, sp) -> None:  # type: ignore[no-untyped-def]
+    """Boolean masks; weights and same-shaped optimizer state exactly zero wherever the mask is False."""
+    for name, layer in sp.layers.items():
+        assert layer.mask.dtype == torch.bool
+        off = ~layer.mask
+        assert torch.count_nonzero(layer.weight.detach()[off]) == 0, f"{name}: weight off mask"
+        for key, value in opt.state.get(layer.weight, {}).items():
+            if torch.is_tensor(value) and value.shape == layer.weight.shape:
+                assert torch.count_nonzero(value[off]) == 0, f"{name}: optimizer state {key!r} off mask"
+
+
 def tiny_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A deterministic batch for ``step`` (independent of any global RNG state)."""
     g = torch.Generator().manual_seed(1000 + step)

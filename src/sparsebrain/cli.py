@@ -402,7 +402,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    handler = {"train": _cmd_train, "retrain": _cmd_retrain, "compare": _cmd_compare, "report": _cmd_report, "list": _cmd_list}
+    handler = {
+        "train": _cmd_train,
+        "retrain": _cmd_retrain,
+        "compare": _cmd_compare,
+        "report": _cmd_report,
+        "list": _cmd_list,
+    }
     return handler[args.command](args, extra)
 
 

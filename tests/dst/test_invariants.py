@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import dead_ends, tiny_batch, train_steps
+from helpers import assert_zero_off_mask, dead_ends, tiny_batch, train_steps
 
 import sparsebrain as sb
 import sparsebrain.dst.sparsifier as engine
 
 # unstructured presets; the N:M ones (chts24, ste, asp, ...) have their own invariants in test_nm_methods.py
 SPARSE_METHODS = [m for m in sb.list_methods() if m != "dense" and sb.dst.METHODS[m].pattern is None]
-
-
-def _check_zero_off_mask(model, opt, sp) -> None:  # type: ignore[no-untyped-def]
-    for name, layer in sp.layers.items():
-        assert layer.mask.dtype == torch.bool
-        off = ~layer.mask
-        assert torch.count_nonzero(layer.weight.detach()[off]) == 0, f"{name}: weight off mask"
-        for key, value in opt.state.get(layer.weight, {}).items():
-            if torch.is_tensor(value) and value.shape == layer.weight.shape:
-                assert torch.count_nonzero(value[off]) == 0, f"{name}: optimizer state {key!r} off mask"
 
 
 @pytest.mark.parametrize("optim", ["sgd", "adamw"])
@@ -58,13 +48,13 @@ def test_preset_invariants_over_50_updates(method: str, optim: str, make_setup, 
             else:
                 assert any(torch.equal(cand, ~b) for b in before.values())
         calls.clear()
-        _check_zero_off_mask(model, opt, sp)
+        assert_zero_off_mask(opt, sp)
 
     train_steps(model, opt, sp, 0, 67, on_update)
     expected_updates = 0 if method == "static" else 50
     assert len(updates) == expected_updates
     assert sp.stats()["updates"] == expected_updates
-    _check_zero_off_mask(model, opt, sp)
+    assert_zero_off_mask(opt, sp)
     assert sp.stats()["density"] == pytest.approx(0.2, abs=1e-3)
 
 

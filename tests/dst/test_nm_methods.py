@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import tiny_batch, tiny_mlp, train_steps
+from helpers import assert_zero_off_mask, make_optimizer, tiny_batch, tiny_mlp, train_steps
 
 import sparsebrain as sb
 import sparsebrain.dst.sparsifier as engine
@@ -20,23 +20,15 @@ STE = ["ste", "srste", "ste14", "srste14"]
 
 def _setup(method: str, optim: str = "adamw", seed: int = 0, **kw):  # type: ignore[no-untyped-def]
     model = tiny_mlp(seed)
-    if optim == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    opt = make_optimizer(model, optim)
     kw.setdefault("update_interval", 1)
     sp = sb.DynamicSparsifier(model, opt, method=method, total_steps=kw.pop("total_steps", 40), seed=seed, **kw)
     return model, opt, sp
 
 
 def _no_master_weights(opt, sp) -> None:  # type: ignore[no-untyped-def]
-    for name, layer in sp.layers.items():
-        assert type(layer) is sb.SparseLinear, name
-        off = ~layer.mask
-        assert torch.count_nonzero(layer.weight.detach()[off]) == 0, f"{name}: weight off the pattern"
-        for key, value in opt.state.get(layer.weight, {}).items():
-            if torch.is_tensor(value) and value.shape == layer.weight.shape:
-                assert torch.count_nonzero(value[off]) == 0, f"{name}: optimizer state {key!r} off the pattern"
+    assert all(type(layer) is sb.SparseLinear for layer in sp.layers.values())  # not STELinear
+    assert_zero_off_mask(opt, sp)
 
 
 @pytest.mark.parametrize("layout", ["transposable", "rowwise"])
@@ -215,7 +207,9 @@ def test_asp_projection_picks_the_max_magnitude_pattern_of_each_block() -> None:
 
 
 def test_layer_not_multiple_of_m_is_named_or_skipped() -> None:
-    model = torch.nn.Sequential(torch.nn.Linear(30, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32), torch.nn.Linear(32, 2))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(30, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32), torch.nn.Linear(32, 2)
+    )
     with pytest.raises(ValueError, match=r"layer '0' with weight shape \(out, in\) = \(64, 30\).*multiples of 4"):
         sb.DynamicSparsifier(model, None, method="chts24", total_steps=10)
     sp = sb.DynamicSparsifier(model, None, method="chts24", total_steps=10, skip_incompatible=True)

@@ -324,6 +324,16 @@ class DynamicSparsifier:
                 candidates = candidates & allowed[name]
             grown = select_regrowth(scores, candidates, n_grow, cfg.regrowth_sampling, ctx.generator)
             masks[name] = masks[name] | grown
+        self._commit(old, masks, score_stats, index)
+
+    def _commit(
+        self,
+        old: Mapping[str, Tensor],
+        masks: dict[str, Tensor],
+        score_stats: Mapping[str, tuple[float, float]],
+        index: int,
+    ) -> None:
+        """Makes ``masks`` the topology (rank 0's under DDP), records the scores' statistics, counts the update."""
         if _distributed():  # rank 0's topology is the topology; ranks agree already when their inputs agree
             for name in self.layers:
                 buf = masks[name].to(torch.uint8)
@@ -373,15 +383,7 @@ class DynamicSparsifier:
             if cfg.survivor_boost:
                 scores = scores + (2 * m * m + 1) * survivors  # one more survivor beats any score difference
             masks[name] = best_nm_mask(scores, n, m, cfg.pattern_layout)
-        if _distributed():
-            for name in self.layers:
-                buf = masks[name].to(torch.uint8)
-                torch.distributed.broadcast(buf, src=0)
-                masks[name] = buf.bool()
-        self._apply(old, masks)
-        for name, (mean, var) in score_stats.items():
-            self._last[name].update(score_mean=mean, score_var=var)
-        self._updates = index
+        self._commit(old, masks, score_stats, index)
 
     def _check_existing_patterns(self) -> None:
         cfg = self.config

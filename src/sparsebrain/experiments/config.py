@@ -181,7 +181,9 @@ class ExperimentConfig:
             raise ConfigError(f"config key 'sparsity': {e}") from None
         nm = method.nm if method.sparse else None
         if nm is not None and abs(s.density - nm[0] / nm[1]) > 1e-9:
-            need(False, "sparsity.density", f"{nm[0] / nm[1]:g} for the {method.pattern} method {s.method!r}", s.density)
+            need(
+                False, "sparsity.density", f"{nm[0] / nm[1]:g} for the {method.pattern} method {s.method!r}", s.density
+            )
         return self
 
 

@@ -79,8 +79,8 @@ def higher_is_better(metric: str) -> bool:
     if metric.endswith(("ppl", "loss")):
         return False
     raise ValueError(
-        f"unknown headline metric {metric!r}: the report knows names ending in acc, bleu or cos (higher is better) and ppl "
-        "or loss (lower is better)"
+        f"unknown headline metric {metric!r}: the report knows names ending in acc, bleu or cos (higher is better) "
+        "and ppl or loss (lower is better)"
     )
 
 

@@ -77,13 +77,16 @@ class SparseLinear(nn.Module):
     @torch.no_grad()
     def set_mask_(self, mask: Tensor) -> None:
         """Replaces the mask (bool, shape ``(out_features, in_features)``) and zeroes the weight off it."""
+        self._store_mask(mask)
+        self.weight.mul_(self.mask)
+
+    def _store_mask(self, mask: Tensor) -> None:
         if mask.shape != (self.out_features, self.in_features):
             raise ValueError(
                 f"mask must have shape (out_features, in_features) = {(self.out_features, self.in_features)}, "
                 f"got {tuple(mask.shape)}"
             )
         self.mask = mask.to(device=self.weight.device, dtype=torch.bool).clone()
-        self.weight.mul_(self.mask)
 
     @torch.no_grad()
     def apply_mask_(self) -> None:

@@ -82,12 +82,7 @@ class STELinear(SparseLinear):
     @torch.no_grad()
     def set_mask_(self, mask: Tensor) -> None:
         """Sets the mask without touching the master weight (the next forward recomputes it anyway)."""
-        if mask.shape != (self.out_features, self.in_features):
-            raise ValueError(
-                f"mask must have shape (out_features, in_features) = {(self.out_features, self.in_features)}, "
-                f"got {tuple(mask.shape)}"
-            )
-        self.mask = mask.to(device=self.weight.device, dtype=torch.bool).clone()
+        self._store_mask(mask)
 
     @torch.no_grad()
     def apply_mask_(self) -> None:

@@ -404,7 +404,9 @@ def parse_nm(pattern: str) -> tuple[int, int]:
         n_str, m_str = str(pattern).split(":")
         n, m = int(n_str), int(m_str)
     except ValueError:
-        raise ValueError(f"pattern must be written 'N:M' with integers 1 <= N < M, e.g. '2:4'; got {pattern!r}") from None
+        raise ValueError(
+            f"pattern must be written 'N:M' with integers 1 <= N < M, e.g. '2:4'; got {pattern!r}"
+        ) from None
     return _check_nm(n, m)
 
 
