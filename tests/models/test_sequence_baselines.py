@@ -11,6 +11,7 @@ from sparsebrain.models.sequence_baselines import (
     SEQUENCE_BASELINES,
     BiLSTM,
     SequenceAttention,
+    SequenceMLP,
     SequenceTransformer,
     SparseTransformer,
     budget_matched_kwargs,
@@ -206,3 +207,14 @@ def test_budget_matching_keeps_explicit_kwargs() -> None:
     assert model.head.in_features == 64  # an explicit width wins over the budget
     with pytest.raises(ValueError, match="seq_len"):
         SequenceTransformer(32, 20, 64)(torch.randn(1, 65, 32))
+
+
+def test_alternative_readouts() -> None:
+    x = torch.randn(2, 64, 32)
+    pooled = SequenceMLP(32, 20, readout="pool")  # [mean, first, last]: 3 * 32 inputs, any length
+    assert pooled(x).shape == (2, 20) and pooled(x[:, :10]).shape == (2, 20)
+    assert count_parameters(pooled) == 96 * 128 + 128 + 128 * 128 + 128 + 128 * 20 + 20
+    mean_lstm = BiLSTM(32, 20, readout="mean")
+    assert mean_lstm(x).shape == (2, 20) and count_parameters(mean_lstm) == 566_292
+    with pytest.raises(ValueError, match="seq_len"):
+        SequenceMLP(32, 20)  # flatten needs the length
