@@ -243,3 +243,9 @@ def test_a_few_training_steps_reduce_the_loss(variant: str) -> None:
     with torch.no_grad():
         last = float(F.cross_entropy(model(x), y))
     assert last < 0.8 * first, (first, last)
+
+
+def test_registered_as_model() -> None:
+    from sparsebrain.models import MODELS
+
+    assert MODELS.get("rsgn") is RSGN

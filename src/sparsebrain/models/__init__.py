@@ -4,6 +4,7 @@ from ..registry import Registry
 from .llama import LLAMA_SIZES, LlamaConfig, LlamaLM, llama_config
 from .minilm import BertConfig, BertEncoder, SentenceEncoder, load_minilm
 from .mlp import MLP
+from .rsgn import RSGN
 from .seq2seq import Seq2SeqConfig, Seq2SeqTransformer, label_smoothed_loss
 from .vit import ViT
 
@@ -11,6 +12,7 @@ __all__ = [
     "LLAMA_SIZES",
     "MLP",
     "MODELS",
+    "RSGN",
     "BertConfig",
     "BertEncoder",
     "LlamaConfig",
@@ -32,3 +34,4 @@ MODELS.register("llama", LlamaLM)
 MODELS.register("seq2seq", Seq2SeqTransformer)
 MODELS.register("minilm", SentenceEncoder)
 MODELS.register("vit", ViT)
+MODELS.register("rsgn", RSGN)  # no CLI task yet: build_task raises ConfigError for it
