@@ -38,7 +38,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # dataset name: digits, fashion_mnist, mnist_idx, mnist_subset, synthetic
+    name: str = "digits"  # dataset name: digits, fashion_mnist, mnist_idx, mnist_subset, synthetic;
+    # models rsgn and seq_*: rsgn_hierarchical or rsgn_long_range (generated from split_seed)
     path: str | None = None  # directory of IDX files (fashion_mnist, mnist_idx); None = the dataset's default;
     # minilm with name "file": a UTF-8 text file of sentences, one per line
     test_fraction: float = 0.2  # held-out share for sets without an official test split
@@ -153,6 +154,8 @@ class ExperimentConfig:
             from ..data.sentences import sentence_corpora
 
             data_registry = set(sentence_corpora())  # the text corpora, or "file" (data.path: one sentence a line)
+        elif self.model.name in ("rsgn", "seq_mlp", "seq_transformer", "seq_sparse_transformer", "seq_bilstm"):
+            data_registry = {"rsgn_hierarchical", "rsgn_long_range"}  # generated from data.split_seed, not loaded
         else:
             data_registry = DATASETS
         if isinstance(data_registry, set):

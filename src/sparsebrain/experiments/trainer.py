@@ -391,6 +391,7 @@ def train(
                 if t.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
                 opt.step()
+                task.after_step(loss.detach())
                 updated = sparsifier.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)

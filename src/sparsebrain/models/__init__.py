@@ -6,6 +6,7 @@ from .minilm import BertConfig, BertEncoder, SentenceEncoder, load_minilm
 from .mlp import MLP
 from .rsgn import RSGN
 from .seq2seq import Seq2SeqConfig, Seq2SeqTransformer, label_smoothed_loss
+from .sequence_baselines import BiLSTM, SequenceMLP, SequenceTransformer, SparseTransformer
 from .vit import ViT
 
 __all__ = [
@@ -27,11 +28,17 @@ __all__ = [
 ]
 
 # Each entry is the model class; the experiments CLI picks the task from the name (mlp, vit: classification,
-# llama: language modelling, seq2seq: translation, minilm: sentence-embedding distillation).
+# llama: language modelling, seq2seq: translation, minilm: sentence-embedding distillation, rsgn and seq_*: sequence
+# classification).
 MODELS: Registry[type] = Registry("model")
 MODELS.register("mlp", MLP)
 MODELS.register("llama", LlamaLM)
 MODELS.register("seq2seq", Seq2SeqTransformer)
 MODELS.register("minilm", SentenceEncoder)
 MODELS.register("vit", ViT)
-MODELS.register("rsgn", RSGN)  # no CLI task yet: build_task raises ConfigError for it
+MODELS.register("rsgn", RSGN)  # sequence classification on the RSGN paper's synthetic tasks
+# RSGN's baselines, same task; the CLI builds them through sequence_baselines.build_sequence_baseline (budget matching)
+MODELS.register("seq_mlp", SequenceMLP)
+MODELS.register("seq_transformer", SequenceTransformer)
+MODELS.register("seq_sparse_transformer", SparseTransformer)
+MODELS.register("seq_bilstm", BiLSTM)

@@ -1,4 +1,5 @@
-"""Tasks: what is trained on what data. The task follows from the model (mlp, vit: classification)."""
+"""Tasks: what is trained on what data. The task follows from the model (mlp, vit: classification; rsgn, seq_*:
+sequence classification)."""
 
 from __future__ import annotations
 
@@ -42,4 +43,8 @@ def build_task(cfg: Any, device: torch.device, run_dir: Path, dataset: Any = Non
         from .sentence_embedding import SentenceEmbeddingTask
 
         return SentenceEmbeddingTask(cfg, device, run_dir)
+    if name in ("rsgn", "seq_mlp", "seq_transformer", "seq_sparse_transformer", "seq_bilstm"):
+        from .sequence import SequenceClassificationTask
+
+        return SequenceClassificationTask(cfg, device, dataset)
     raise ConfigError(f"config key 'model.name': no task is defined for model {name!r}")

@@ -39,6 +39,12 @@ class Task(ABC):
     def evaluate(self) -> dict[str, float]:
         """Held-out metrics; must contain ``self.metric``. Called in eval mode under ``torch.no_grad``."""
 
+    def after_step(self, loss: Tensor) -> None:  # noqa: B027  (optional hook, no-op by default)
+        """Called right after each optimizer step with the step's detached loss (e.g. RSGN's Hebbian update).
+
+        The loss stays a tensor so tasks that do not need its value cost no device sync.
+        """
+
     def final_metrics(self) -> dict[str, Any]:
         """Extra metrics computed once at the end of training (e.g. test BLEU with beam search)."""
         return {}

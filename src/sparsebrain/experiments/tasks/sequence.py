@@ -1,0 +1,148 @@
+"""Sequence classification on the RSGN paper's synthetic tasks: RSGN and its four baselines.
+
+The data is generated, not loaded: ``data.name`` picks the task (``rsgn_hierarchical`` or ``rsgn_long_range``) and
+``data.split_seed`` seeds the generator, so every run of a sweep (every model, every training seed) sees the same
+sequences. ``model.name`` picks the model: ``rsgn`` (``model.options`` go to :class:`~sparsebrain.models.RSGN`, e.g.
+``variant``, ``num_nodes``, ``steps``) or a baseline ``seq_mlp``, ``seq_transformer``, ``seq_sparse_transformer``,
+``seq_bilstm`` (``model.options`` go to :func:`~sparsebrain.models.sequence_baselines.build_sequence_baseline`,
+``budget`` included).
+
+RSGN also learns slowly: after every optimizer step the task calls ``hebbian_update(-loss)`` (reward-modulated
+affinity update plus threshold homeostasis; the sparse variant centres the reward on its running mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...data.rsgn_tasks import SequenceDataset, make_hierarchical, make_long_range
+from ...models import RSGN
+from ...models.sequence_baselines import build_sequence_baseline, count_parameters
+from .base import Task
+
+__all__ = ["SEQUENCE_DATA", "SEQUENCE_MODELS", "SequenceClassificationTask"]
+
+# data.name -> generator taking the seed (the paper's sizes).
+SEQUENCE_DATA: dict[str, Callable[[int], SequenceDataset]] = {
+    "rsgn_hierarchical": make_hierarchical,
+    "rsgn_long_range": make_long_range,
+}
+
+# model.name -> baseline name in sequence_baselines.SEQUENCE_BASELINES (None: RSGN itself).
+SEQUENCE_MODELS: dict[str, str | None] = {
+    "rsgn": None,
+    "seq_mlp": "mlp",
+    "seq_transformer": "transformer",
+    "seq_sparse_transformer": "sparse_transformer",
+    "seq_bilstm": "bilstm",
+}
+
+_EVAL_BATCH = 512  # test sequences per forward in evaluate(): (512, 128, 32) inputs stay small
+
+
+class SequenceClassificationTask(Task):
+    """Cross-entropy on ``(N, T, D)`` sequences; one epoch = one shuffled pass (the last partial batch dropped).
+
+    Args:
+        cfg: the experiment config (``data.name``, ``data.split_seed``, ``model.name``, ``model.options``,
+            ``train.batch_size``, ``train.epochs`` / ``train.steps``, ``seed``).
+        device: where data and model live.
+        dataset: an already generated :class:`~sparsebrain.data.rsgn_tasks.SequenceDataset` (tests); default:
+            generated from ``cfg.data``.
+
+    Example:
+        >>> from sparsebrain.experiments.config import load_config
+        >>> cfg = load_config(None, {"model.name": "rsgn", "data.name": "rsgn_long_range", "sparsity.method": "dense",
+        ...                          "model.options": {"num_nodes": 32, "hidden": 16, "num_neighbors": 4}})
+        >>> task = SequenceClassificationTask(cfg, torch.device("cpu"))  # doctest: +SKIP
+        >>> task.describe()["train_size"]  # doctest: +SKIP
+        2400
+    """
+
+    metric = "test_acc"
+    higher_is_better = True
+
+    def __init__(self, cfg: Any, device: torch.device, dataset: SequenceDataset | None = None) -> None:
+        from ..config import ConfigError
+
+        if cfg.data.name not in SEQUENCE_DATA:
+            raise ConfigError(
+                f"config key 'data.name' must be one of {sorted(SEQUENCE_DATA)} for model {cfg.model.name!r}, "
+                f"got {cfg.data.name!r}"
+            )
+        if cfg.model.name not in SEQUENCE_MODELS:
+            raise ConfigError(
+                f"config key 'model.name' must be one of {sorted(SEQUENCE_MODELS)}, got {cfg.model.name!r}"
+            )
+        self.cfg = cfg
+        self.dataset = dataset if dataset is not None else SEQUENCE_DATA[cfg.data.name](cfg.data.split_seed)
+        d = self.dataset
+        self.x_train, self.y_train = d.x_train.to(device), d.y_train.to(device)  # (N, T, D), (N,)
+        self.x_test, self.y_test = d.x_test.to(device), d.y_test.to(device)  # (M, T, D), (M,)
+        self.batch = min(cfg.train.batch_size, len(self.x_train))
+        self.steps_per_epoch = len(self.x_train) // self.batch
+        self.total_steps = cfg.train.steps or self.steps_per_epoch * cfg.train.epochs
+        self.model = self._build_model(cfg, d).to(device)
+        self._order: tuple[int, Tensor] | None = None
+
+    @staticmethod
+    def _build_model(cfg: Any, d: SequenceDataset) -> nn.Module:
+        baseline = SEQUENCE_MODELS[cfg.model.name]
+        try:
+            if baseline is None:
+                return RSGN(d.input_dim, d.num_classes, **cfg.model.options)
+            return build_sequence_baseline(baseline, d.input_dim, d.num_classes, d.seq_len, **cfg.model.options)
+        except TypeError as e:  # an option the model does not take: say which config key holds it
+            from ..config import ConfigError
+
+            raise ConfigError(f"config key 'model.options' does not fit model {cfg.model.name!r}: {e}") from None
+
+    @property
+    def is_rsgn(self) -> bool:
+        return isinstance(self.model, RSGN)
+
+    def _permutation(self, epoch: int) -> Tensor:
+        if self._order is None or self._order[0] != epoch:
+            gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            self._order = (epoch, torch.randperm(len(self.x_train), generator=gen).to(self.x_train.device))
+        return self._order[1]
+
+    def loss(self, step: int) -> Tensor:
+        epoch, b = divmod(step, self.steps_per_epoch)
+        idx = self._permutation(epoch)[b * self.batch : (b + 1) * self.batch]
+        return F.cross_entropy(self.model(self.x_train[idx]), self.y_train[idx])
+
+    def after_step(self, loss: Tensor) -> None:
+        """RSGN's slow learning after each optimizer step: ``hebbian_update(reward=-loss)`` (one sync per step)."""
+        if self.is_rsgn:
+            self.model.hebbian_update(-float(loss))  # type: ignore[operator]
+
+    def evaluate(self) -> dict[str, float]:
+        loss_sum, correct, active, n = 0.0, 0, 0.0, len(self.x_test)
+        for i in range(0, n, _EVAL_BATCH):
+            x, y = self.x_test[i : i + _EVAL_BATCH], self.y_test[i : i + _EVAL_BATCH]
+            out = self.model(x)  # (b, C)
+            loss_sum += float(F.cross_entropy(out.float(), y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            if self.is_rsgn:
+                active += float(self.model.last_activity.sum())  # type: ignore[union-attr]
+        values = {"test_loss": loss_sum / n, "test_acc": correct / n}
+        if self.is_rsgn:
+            values["active_fraction"] = active / n  # mean share of nodes with alpha > 0.01 per test input
+        return values
+
+    def describe(self) -> dict[str, Any]:
+        d = self.dataset
+        return {
+            "train_size": len(d.x_train),
+            "test_size": len(d.x_test),
+            "seq_len": d.seq_len,
+            "input_dim": d.input_dim,
+            "num_classes": d.num_classes,
+            "parameters": count_parameters(self.model),
+        }

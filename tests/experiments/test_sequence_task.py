@@ -1,0 +1,97 @@
+"""The sequence classification task (RSGN and its baselines on the RSGN paper's synthetic tasks), CLI included."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparsebrain.data.rsgn_tasks import make_hierarchical
+from sparsebrain.experiments.config import ConfigError, load_config
+from sparsebrain.experiments.tasks import build_task
+from sparsebrain.experiments.trainer import train
+from sparsebrain.models import MODELS, RSGN
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_RSGN = "{variant: sparse, num_nodes: 32, hidden: 16, rank: 8, steps: 2, num_neighbors: 4}"
+
+
+def sb_train(*args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sparsebrain", "train", "--config", str(ROOT / "configs/rsgn_hierarchical.yaml"),
+         "--train.epochs", "1", "--train.threads", "1", "--train.device", "cpu", *args],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def test_cli_trains_rsgn_and_reports_active_fraction(tmp_path: Path) -> None:
+    run = tmp_path / "rsgn"
+    out = sb_train("--model.options", TINY_RSGN, "--run-dir", str(run))
+    assert "finished" in out.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["model"] == "rsgn" and summary["metric"] == "test_acc"
+    m = summary["metrics"]
+    assert 0 <= m["test_acc"] <= 1 and "best_test_acc" in m
+    assert 0 < m["active_fraction"] <= 0.1 + 1e-6  # the sparse variant keeps at most 10% of nodes active
+    assert summary["data"]["train_size"] == 4000 and summary["data"]["test_size"] == 1000
+    tiny = RSGN(32, 20, num_nodes=32, hidden=16, rank=8, steps=2, num_neighbors=4)
+    assert summary["data"]["parameters"] == sum(p.numel() for p in tiny.parameters())
+    assert summary["layers"] == {} and summary["density"] == 1.0  # method dense: nothing sparsified
+
+
+def test_cli_trains_a_budget_matched_baseline(tmp_path: Path) -> None:
+    run = tmp_path / "tf"
+    sb_train("--model.name", "seq_transformer", "--model.options", "{budget: 5000}", "--run-dir", str(run))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["model"] == "seq_transformer" and summary["metric"] == "test_acc"
+    assert "active_fraction" not in summary["metrics"]  # an RSGN-only metric
+    assert abs(summary["data"]["parameters"] - 5000) < 2500  # budget matching picked a small width
+
+
+def _cfg(**overrides: object):  # type: ignore[no-untyped-def]
+    base = {"model.name": "rsgn", "data.name": "rsgn_hierarchical", "sparsity.method": "dense",
+            "train.optimizer": "adamw", "train.lr": 0.001, "train.batch_size": 16, "train.threads": 1,
+            "train.device": "cpu", "model.options": {"num_nodes": 32, "hidden": 16, "rank": 8, "steps": 2,
+                                                     "num_neighbors": 4}}  # fmt: skip
+    return load_config(None, {**base, **overrides})
+
+
+def test_rsgn_task_calls_hebbian_update_once_per_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rewards: list[float] = []
+    original = RSGN.hebbian_update
+
+    def spy(self: RSGN, reward: float) -> float:
+        rewards.append(reward)
+        return original(self, reward)
+
+    monkeypatch.setattr(RSGN, "hebbian_update", spy)
+    small = make_hierarchical(0, n=200)
+    summary = train(_cfg(**{"train.steps": 7, "train.eval_interval": 7}), tmp_path / "run", quiet=True, dataset=small)
+    assert summary["steps"] == 7 and len(rewards) == 7
+    assert all(r < 0 for r in rewards)  # reward = -loss, and cross-entropy is positive
+
+
+def test_baseline_task_has_no_slow_learning(tmp_path: Path) -> None:
+    task = build_task(_cfg(**{"model.name": "seq_bilstm", "model.options": {"hidden": 8}}), torch.device("cpu"),
+                      tmp_path, make_hierarchical(0, n=200))  # fmt: skip
+    task.after_step(torch.tensor(1.0))  # a no-op for baselines
+    assert isinstance(task.model, MODELS.get("seq_bilstm")) and task.steps_per_epoch == 160 // 16
+
+
+@pytest.mark.parametrize("model", ["rsgn", "seq_mlp", "seq_transformer", "seq_sparse_transformer", "seq_bilstm"])
+def test_wrong_data_name_names_the_key_and_the_choices(model: str) -> None:
+    with pytest.raises(ConfigError, match="data.name") as err:
+        _cfg(**{"model.name": model, "data.name": "digits"})
+    assert "rsgn_hierarchical" in str(err.value) and "rsgn_long_range" in str(err.value) and model in str(err.value)
+
+
+def test_model_options_that_do_not_fit_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="model.options"):
+        build_task(_cfg(**{"model.options": {"no_such_option": 1}}), torch.device("cpu"), tmp_path,
+                   make_hierarchical(0, n=200))  # fmt: skip
