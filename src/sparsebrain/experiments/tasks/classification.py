@@ -12,10 +12,37 @@ from ...data import ArrayDataset
 from ...models import MODELS
 from .base import Task
 
-__all__ = ["ClassificationTask"]
+__all__ = ["ClassificationTask", "ShuffledMinibatches"]
 
 
-class ClassificationTask(Task):
+class ShuffledMinibatches:
+    """Cross-entropy on minibatches of in-memory ``x_train``/``y_train``, reshuffled each epoch from the run's seed.
+
+    A mixin for tasks that hold ``cfg``, ``model``, ``x_train``, ``y_train``, ``batch``, ``steps_per_epoch`` and
+    ``_order`` (None at first); the last partial batch of an epoch is dropped.
+    """
+
+    cfg: Any
+    model: torch.nn.Module
+    x_train: Tensor
+    y_train: Tensor
+    batch: int
+    steps_per_epoch: int
+    _order: tuple[int, Tensor] | None
+
+    def _permutation(self, epoch: int) -> Tensor:
+        if self._order is None or self._order[0] != epoch:
+            gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            self._order = (epoch, torch.randperm(len(self.x_train), generator=gen).to(self.x_train.device))
+        return self._order[1]
+
+    def loss(self, step: int) -> Tensor:
+        epoch, b = divmod(step, self.steps_per_epoch)
+        idx = self._permutation(epoch)[b * self.batch : (b + 1) * self.batch]
+        return F.cross_entropy(self.model(self.x_train[idx]), self.y_train[idx])
+
+
+class ClassificationTask(ShuffledMinibatches, Task):
     """Cross-entropy on an in-memory :class:`~sparsebrain.data.ArrayDataset`; one epoch = one shuffled pass."""
 
     metric = "test_acc"
@@ -33,17 +60,6 @@ class ClassificationTask(Task):
             dataset.num_features, cfg.model.hidden, dataset.num_classes, dropout=cfg.model.dropout, **cfg.model.options
         ).to(device)
         self._order: tuple[int, Tensor] | None = None
-
-    def _permutation(self, epoch: int) -> Tensor:
-        if self._order is None or self._order[0] != epoch:
-            gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-            self._order = (epoch, torch.randperm(len(self.x_train), generator=gen).to(self.x_train.device))
-        return self._order[1]
-
-    def loss(self, step: int) -> Tensor:
-        epoch, b = divmod(step, self.steps_per_epoch)
-        idx = self._permutation(epoch)[b * self.batch : (b + 1) * self.batch]
-        return F.cross_entropy(self.model(self.x_train[idx]), self.y_train[idx])
 
     def evaluate(self) -> dict[str, float]:
         loss_sum, correct, n = 0.0, 0, len(self.x_test)

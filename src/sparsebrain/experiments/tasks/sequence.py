@@ -24,6 +24,7 @@ from ...data.rsgn_tasks import SequenceDataset, make_hierarchical, make_long_ran
 from ...models import RSGN
 from ...models.sequence_baselines import build_sequence_baseline, count_parameters
 from .base import Task
+from .classification import ShuffledMinibatches
 
 __all__ = ["SEQUENCE_DATA", "SEQUENCE_MODELS", "SequenceClassificationTask"]
 
@@ -45,7 +46,7 @@ SEQUENCE_MODELS: dict[str, str | None] = {
 _EVAL_BATCH = 512  # test sequences per forward in evaluate(): (512, 128, 32) inputs stay small
 
 
-class SequenceClassificationTask(Task):
+class SequenceClassificationTask(ShuffledMinibatches, Task):
     """Cross-entropy on ``(N, T, D)`` sequences; one epoch = one shuffled pass (the last partial batch dropped).
 
     Args:
@@ -105,17 +106,6 @@ class SequenceClassificationTask(Task):
     @property
     def is_rsgn(self) -> bool:
         return isinstance(self.model, RSGN)
-
-    def _permutation(self, epoch: int) -> Tensor:
-        if self._order is None or self._order[0] != epoch:
-            gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
-            self._order = (epoch, torch.randperm(len(self.x_train), generator=gen).to(self.x_train.device))
-        return self._order[1]
-
-    def loss(self, step: int) -> Tensor:
-        epoch, b = divmod(step, self.steps_per_epoch)
-        idx = self._permutation(epoch)[b * self.batch : (b + 1) * self.batch]
-        return F.cross_entropy(self.model(self.x_train[idx]), self.y_train[idx])
 
     def after_step(self, loss: Tensor) -> None:
         """RSGN's slow learning after each optimizer step: ``hebbian_update(reward=-loss)`` (one sync per step)."""
