@@ -186,6 +186,19 @@ def test_hebbian_sign_follows_centred_reward() -> None:
     assert ref.hebbian_update(-0.5) == -0.5 and _coactive_affinity(ref) < before
 
 
+@pytest.mark.parametrize("variant", ["reference", "sparse"])
+def test_hebbian_off_leaves_affinities_but_keeps_homeostasis(variant: str) -> None:
+    torch.manual_seed(0)
+    model = RSGN(8, 3, variant=variant, num_nodes=32, hidden=8, rank=4, steps=2, num_neighbors=4, hebbian=False)
+    with torch.no_grad():
+        model(torch.randn(4, 10, 8))
+    u, v, theta = model.affinity_u.clone(), model.affinity_v.clone(), model.thresholds.clone()
+    for reward in (-1.0, -0.2, -3.0):
+        assert model.hebbian_update(reward) == 0.0
+    assert torch.equal(model.affinity_u, u) and torch.equal(model.affinity_v, v)  # no update, no decay
+    assert not torch.equal(model.thresholds, theta)  # homeostasis still moves the thresholds
+
+
 def test_prune_and_sprout_keeps_k_edges_per_node() -> None:
     torch.manual_seed(0)
     model = RSGN(

@@ -61,6 +61,8 @@ class RSGN(nn.Module):
         level_bias: ``b`` in ``softplus(l_i - l_j + b)``.
         inhibition_radius: radius of the inhibition neighbourhood.
         signal_scale: weight of the node update's size in the soft-threshold input.
+        hebbian: False turns the Hebbian affinity update off (the paper's "RSGN without Hebbian" ablation); threshold
+            homeostasis still runs.
         hebbian_lr: ``eta`` of the Hebbian affinity update.
         hebbian_decay: multiplicative decay of the affinity factors at each Hebbian update.
         threshold_lr: rate of threshold homeostasis.
@@ -94,6 +96,7 @@ class RSGN(nn.Module):
         level_bias: float = 1.0,
         inhibition_radius: float = 0.3,
         signal_scale: float = 0.1,
+        hebbian: bool = True,
         hebbian_lr: float = 0.002,
         hebbian_decay: float = 0.995,
         threshold_lr: float = 1e-3,
@@ -121,6 +124,7 @@ class RSGN(nn.Module):
         self.sigma, self.tau, self.level_bias = sigma, tau, level_bias
         self.inhibition_radius, self.signal_scale = inhibition_radius, signal_scale
         self.hebbian_lr, self.hebbian_decay, self.threshold_lr = hebbian_lr, hebbian_decay, threshold_lr
+        self.hebbian = bool(hebbian)
         self.reward_momentum = reward_momentum
         self.prune_threshold, self.sprout_threshold = prune_threshold, sprout_threshold
         # The reference clips thresholds to [0.01, 0.99]; the sparse drive is O(1), so thresholds up to 3 can
@@ -320,9 +324,12 @@ class RSGN(nn.Module):
         strengthen co-active connections and worse ones weaken them.
 
         Returns:
-            The modulating reward ``R`` used.
+            The modulating reward ``R`` used (0 with ``hebbian=False``).
         """
         abar = self._require_activity()
+        if not self.hebbian:  # the ablation: no affinity change (nor its decay), homeostasis only
+            self.homeostasis_step()
+            return 0.0
         reward = float(reward)
         if self.variant == "sparse":
             first = int(self.reward_count) == 0
