@@ -95,3 +95,37 @@ def test_model_options_that_do_not_fit_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model.options"):
         build_task(_cfg(**{"model.options": {"no_such_option": 1}}), torch.device("cpu"), tmp_path,
                    make_hierarchical(0, n=200))  # fmt: skip
+
+
+def test_rsgn_task_anneals_per_epoch_and_rewires_at_each_epoch_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temperatures: list[float] = []
+    ends: list[int] = []
+    original_start, original_end = RSGN.start_epoch, RSGN.end_epoch
+
+    def start(self: RSGN, epoch: int) -> float:
+        temperatures.append(original_start(self, epoch))
+        return temperatures[-1]
+
+    def end(self: RSGN) -> tuple[int, int]:
+        ends.append(len(temperatures))  # the step (1-based) at which the epoch ended
+        return original_end(self)
+
+    monkeypatch.setattr(RSGN, "start_epoch", start)
+    monkeypatch.setattr(RSGN, "end_epoch", end)
+    small = make_hierarchical(0, n=200)  # 160 training sequences
+    cfg = _cfg(**{"train.epochs": 3, "train.batch_size": 64, "train.eval_interval": 2})  # 2 steps per epoch
+    train(cfg, tmp_path / "run", quiet=True, dataset=small)
+    assert ends == [2, 4, 6]
+    assert temperatures == pytest.approx([1.0, 1.0, 0.95, 0.95, 0.95**2, 0.95**2])  # sparse default: x0.95 per epoch
+
+
+def test_temperature_schedule_is_a_function_of_the_epoch() -> None:
+    model = RSGN(8, 3, num_nodes=16, hidden=8, rank=4, num_neighbors=4, temperature=2.0, temperature_decay=0.5)
+    assert [model.start_epoch(e) for e in (0, 1, 3, 10)] == [2.0, 1.0, 0.25, 0.1]  # floor: min_temperature 0.1
+    assert model.start_epoch(1) == 1.0  # going back (a resumed run) gives the same value
+    reference = RSGN(8, 3, variant="reference", num_nodes=16, hidden=8, rank=4)
+    assert reference.start_epoch(7) == 1.0 and reference.end_epoch() == (0, 0)  # no annealing, nothing to rewire
+    with pytest.raises(ValueError, match="rewire=True needs the sparse variant"):
+        RSGN(8, 3, variant="reference", num_nodes=16, hidden=8, rank=4, rewire=True)

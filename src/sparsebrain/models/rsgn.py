@@ -55,7 +55,12 @@ class RSGN(nn.Module):
         num_neighbors: sparse variant: incoming connections per node (``k``).
         active_fraction: sparse variant: at most this share of nodes is active per input; ``None``: thresholds only.
         target_activity: homeostasis target ``rho`` of each node's mean activation.
-        temperature: soft-threshold temperature ``T``.
+        temperature: soft-threshold temperature ``T`` at the start of training.
+        temperature_decay: ``T`` of epoch e is ``max(min_temperature, temperature * temperature_decay**e)``
+            (see :meth:`start_epoch`). Default: 0.95 for the sparse variant (annealed), 1.0 for the reference.
+        min_temperature: floor of the annealed temperature.
+        rewire: whether :meth:`end_epoch` prunes and sprouts the neighbour lists. Default: True for the sparse
+            variant; the reference has no lists to rewire.
         sigma: ignition width.
         tau: distance temperature of the connection strength.
         level_bias: ``b`` in ``softplus(l_i - l_j + b)``.
@@ -91,6 +96,9 @@ class RSGN(nn.Module):
         active_fraction: float | None = 0.1,
         target_activity: float = 0.1,
         temperature: float = 1.0,
+        temperature_decay: float | None = None,
+        min_temperature: float = 0.1,
+        rewire: bool | None = None,
         sigma: float = 0.4,
         tau: float = 1.0,
         level_bias: float = 1.0,
@@ -120,7 +128,13 @@ class RSGN(nn.Module):
         self.num_neighbors = num_neighbors
         self.active_fraction = active_fraction if variant == "sparse" else None
         self.target_activity = target_activity
-        self.temperature = temperature
+        if rewire and variant == "reference":
+            raise ValueError("rewire=True needs the sparse variant: the reference variant has no neighbour lists")
+        self.temperature = self.initial_temperature = temperature
+        default_decay = 0.95 if variant == "sparse" else 1.0  # the sparse variant anneals, the reference does not
+        self.temperature_decay = default_decay if temperature_decay is None else temperature_decay
+        self.min_temperature = min_temperature
+        self.rewire = variant == "sparse" if rewire is None else bool(rewire)
         self.sigma, self.tau, self.level_bias = sigma, tau, level_bias
         self.inhibition_radius, self.signal_scale = inhibition_radius, signal_scale
         self.hebbian_lr, self.hebbian_decay, self.threshold_lr = hebbian_lr, hebbian_decay, threshold_lr
@@ -300,6 +314,18 @@ class RSGN(nn.Module):
         return self.head(y)
 
     # --- slow learning ----------------------------------------------------------------------------------------
+
+    def start_epoch(self, epoch: int) -> float:
+        """Sets the soft-threshold temperature of ``epoch`` (counting from 0) from the schedule; returns it.
+
+        A function of the epoch alone, so a resumed run gets the same temperature as an uninterrupted one.
+        """
+        self.temperature = max(self.min_temperature, self.initial_temperature * self.temperature_decay**epoch)
+        return self.temperature
+
+    def end_epoch(self) -> tuple[int, int]:
+        """Structural plasticity once per epoch: :meth:`prune_and_sprout` when ``rewire`` is on, else nothing."""
+        return self.prune_and_sprout() if self.rewire else (0, 0)
 
     def anneal_temperature(self, factor: float = 0.9, minimum: float = 0.1) -> float:
         """Multiplies the soft-threshold temperature by ``factor`` (not below ``minimum``); returns the new value."""

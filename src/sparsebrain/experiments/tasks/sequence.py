@@ -90,6 +90,7 @@ class SequenceClassificationTask(ShuffledMinibatches, Task):
         self.total_steps = cfg.train.steps or self.steps_per_epoch * cfg.train.epochs
         self.model = self._build_model(cfg, d).to(device)
         self._order: tuple[int, Tensor] | None = None
+        self._step = 0  # the step of the last loss() call, for the end-of-epoch hook
 
     @staticmethod
     def _build_model(cfg: Any, d: SequenceDataset) -> nn.Module:
@@ -107,10 +108,19 @@ class SequenceClassificationTask(ShuffledMinibatches, Task):
     def is_rsgn(self) -> bool:
         return isinstance(self.model, RSGN)
 
+    def loss(self, step: int) -> Tensor:
+        if self.is_rsgn:  # the epoch's soft-threshold temperature (a function of the step: resume-safe)
+            self.model.start_epoch(step // self.steps_per_epoch)  # type: ignore[operator]
+        self._step = step
+        return super().loss(step)
+
     def after_step(self, loss: Tensor) -> None:
-        """RSGN's slow learning after each optimizer step: ``hebbian_update(reward=-loss)`` (one sync per step)."""
+        """RSGN's slow learning after each optimizer step: ``hebbian_update(reward=-loss)`` (one sync per step);
+        at the end of each epoch, pruning and sprouting of the neighbour lists (``RSGN.end_epoch``)."""
         if self.is_rsgn:
             self.model.hebbian_update(-float(loss))  # type: ignore[operator]
+            if (self._step + 1) % self.steps_per_epoch == 0:
+                self.model.end_epoch()  # type: ignore[operator]
 
     def evaluate(self) -> dict[str, float]:
         loss_sum, correct, active, n = 0.0, 0, 0.0, len(self.x_test)
