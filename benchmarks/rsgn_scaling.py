@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _report import write_report
 
-import sparsebrain as sb
 from sparsebrain.models import RSGN
 
 NODES = [256, 512, 1024, 2048, 4096, 8192, 16384]
@@ -69,13 +66,6 @@ def bench(variant: str, nodes: int, args: argparse.Namespace, device: torch.devi
         "active_fraction": float(model.last_activity.mean()),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -132,24 +122,9 @@ def main() -> None:
                 break
             results.append(r)
             print(json.dumps(r), flush=True)
-    report = {
-        "benchmark": "rsgn_scaling",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "sparsebrain": sb.__version__,
-        "git_commit": _git_commit(),
-        "python": platform.python_version(),
-        "settings": {k: getattr(args, k) for k in ("batch", "seq_len", "steps", "neighbors", "repeats", "seed")},
-        "results": results,
-    }
     out = Path(args.out or f"benchmarks/results/rsgn_scaling_{device.type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out)
-    print(f"wrote {out}")
+    settings = {k: getattr(args, k) for k in ("batch", "seq_len", "steps", "neighbors", "repeats", "seed")}
+    write_report("rsgn_scaling", device, out, settings=settings, results=results)
     if args.plot:
         plot(results, out.with_suffix(".png"))
         print(f"wrote {out.with_suffix('.png')}")

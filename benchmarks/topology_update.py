@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _report import write_report
 
 import sparsebrain as sb
 from sparsebrain.dst.context import LayerView, UpdateContext
@@ -111,13 +109,6 @@ def bench(  # type: ignore[type-arg]
     }
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -155,23 +146,8 @@ def main() -> None:
             r = bench(shape, density, rule, device, args.repeats, args.seed)
             results.append(r)
             print(json.dumps(r), flush=True)
-    report = {
-        "benchmark": "topology_update",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "sparsebrain": sb.__version__,
-        "git_commit": _git_commit(),
-        "python": platform.python_version(),
-        "results": results,
-    }
     out = Path(args.out or f"benchmarks/results/topology_update_{device.type}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out)
-    print(f"wrote {out}")
+    write_report("topology_update", device, out, results=results)
 
 
 if __name__ == "__main__":

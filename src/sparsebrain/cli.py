@@ -105,7 +105,14 @@ def retrain_overrides(method: str, pattern: str, layout: str, source: str) -> di
 
 
 def _cmd_retrain(args: argparse.Namespace, extra: list[str]) -> int:
-    from .experiments.config import ConfigError, apply_overrides, config_from_dict, config_to_dict, parse_overrides
+    from .experiments.config import (
+        ConfigError,
+        apply_overrides,
+        config_from_dict,
+        dump_config,
+        parse_overrides,
+        read_config_file,
+    )
     from .experiments.trainer import default_run_dir
 
     source = Path(args.source)
@@ -113,9 +120,7 @@ def _cmd_retrain(args: argparse.Namespace, extra: list[str]) -> int:
     if config is None:
         return _fail(f"--from {args.source!r} is a checkpoint file: pass --config with the config it was trained with")
     try:
-        import yaml
-
-        base = load_config_dict(config)
+        base = read_config_file(config)
         ours = retrain_overrides(args.method, args.to, args.layout, str(source))
         ours["name"] = f"{base.get('name', 'default')}_retrain"
         user = parse_overrides(extra)
@@ -125,27 +130,10 @@ def _cmd_retrain(args: argparse.Namespace, extra: list[str]) -> int:
         cfg = config_from_dict(data).validate()
     except (ConfigError, ValueError) as e:
         return _fail(str(e))
-    except yaml.YAMLError as e:
-        return _fail(f"config file {str(config)!r} is not valid YAML: {e}")
     if args.print_config:
-        print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
+        print(dump_config(cfg), end="")
         return 0
     return _run_and_print(cfg, Path(args.run_dir) if args.run_dir else default_run_dir(cfg), args)
-
-
-def load_config_dict(path: str | Path) -> dict[str, Any]:
-    """The raw mapping of a YAML config file (overrides are applied to it before validation)."""
-    import yaml
-
-    from .experiments.config import ConfigError
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
-    data = yaml.safe_load(p.read_text())
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
-    return data or {}
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from torch.sparse import (
     SparseSemiStructuredTensorCUTLASS,
 )
 
-from .nn import SparseLinear, STELinear, sparse_layers
+from .nn import SparseLinear, sparse_layers
 from .topology import is_rowwise
 
 __all__ = ["SEMI_STRUCTURED", "SemiStructuredLinear", "to_semi_structured"]
@@ -141,16 +141,13 @@ def to_semi_structured(
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
     layers = sparse_layers(model)
-    for layer in layers.values():
-        if isinstance(layer, STELinear):  # STE: the model is W * M(|W|); refresh M after the last optimizer step
-            layer.set_mask_(layer.pattern_of_weight())
+    masks = {name: layer.effective_mask() for name, layer in layers.items()}  # STE: the pattern of the current |W|
 
     # Check every mask first, so that a strict error leaves the model untouched.
-    problems = {name: p for name, layer in layers.items() if (p := _mask_problem(layer.mask)) is not None}
+    problems = {name: p for name, mask in masks.items() if (p := _mask_problem(mask)) is not None}
     if strict and problems:
         lines = [
-            f"  {name!r} (out_features, in_features) = {tuple(layers[name].mask.shape)}: {p}"
-            for name, p in problems.items()
+            f"  {name!r} (out_features, in_features) = {tuple(masks[name].shape)}: {p}" for name, p in problems.items()
         ]
         raise ValueError(
             "to_semi_structured: these layers cannot be exported as 2:4 (pass strict=False to keep them dense):\n"
@@ -160,7 +157,7 @@ def to_semi_structured(
     report: dict[str, str] = {}
     with torch.no_grad():
         for name, layer in layers.items():
-            weight = (layer.weight.detach() * layer.mask).to(dtype or layer.weight.dtype).contiguous()  # (out, in)
+            weight = (layer.weight.detach() * masks[name]).to(dtype or layer.weight.dtype).contiguous()  # (out, in)
             bias = None if layer.bias is None else layer.bias.detach().to(weight.dtype)  # (out,)
             new: nn.Module | None = None
             if name in problems:

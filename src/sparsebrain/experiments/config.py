@@ -309,22 +309,25 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> ExperimentConfig:
-    """Reads a YAML config (None: the built-in defaults), applies overrides, checks types and values."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a YAML config file, before overrides and validation (``{}`` for an empty file)."""
     import yaml
 
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
-        data = loaded or {}
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+    return loaded or {}
+
+
+def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> ExperimentConfig:
+    """Reads a YAML config (None: the built-in defaults), applies overrides, checks types and values."""
+    data = read_config_file(path) if path is not None else {}
     if overrides:
         data = apply_overrides(data, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
     return config_from_dict(data).validate()

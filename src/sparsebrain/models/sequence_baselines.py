@@ -36,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -45,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_fraction, check_positive_int, unknown_name_error
+from .seq2seq import sinusoidal_positions
 
 __all__ = [
     "PAPER_PARAMETER_COUNTS",
@@ -206,16 +206,6 @@ def sparse_attention_mask(
     return mask
 
 
-def _sinusoidal_positions(seq_len: int, dim: int, device: torch.device | str | None = None) -> Tensor:
-    """The fixed sine/cosine position code of Vaswani et al. (2017), ``(T, dim)``."""
-    pos = torch.arange(seq_len, dtype=torch.float32, device=device)[:, None]  # (T, 1)
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=device) * (-math.log(10_000.0) / dim))
-    pe = torch.zeros(seq_len, dim, device=device)
-    pe[:, 0::2] = torch.sin(pos * freq)
-    pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return pe
-
-
 class SequenceAttention(nn.Module):
     """Multi-head self-attention (not causal) with a fused ``qkv`` projection and an optional boolean mask.
 
@@ -343,7 +333,7 @@ class SequenceTransformer(nn.Module):
         elif positions == "sinusoidal":
             # A buffer, not a parameter: moves with .to() but is not counted or trained (and not saved).
             self.register_buffer(
-                "pos", _sinusoidal_positions(seq_len, dim, device).to(dtype or torch.float32), persistent=False
+                "pos", sinusoidal_positions(seq_len, dim, device=device).to(dtype or torch.float32), persistent=False
             )
         elif positions == "none":
             self.pos = None

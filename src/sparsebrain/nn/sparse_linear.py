@@ -93,6 +93,10 @@ class SparseLinear(nn.Module):
         """Zeroes the weight off-mask (a no-op when training through the gradient hook, kept as a safety net)."""
         self.weight.mul_(self.mask)
 
+    def effective_mask(self) -> Tensor:
+        """The links this layer computes with for its current weights: ``mask`` (subclasses may derive it)."""
+        return self.mask
+
     @property
     def density(self) -> float:
         """Fraction of links present."""

@@ -205,12 +205,10 @@ def squash_(model: nn.Module) -> nn.Module:
         >>> type(squash_(model)[0]).__name__
         'Linear'
     """
-    from .ste_linear import STELinear
-
     for name, layer in list(sparse_layers(model).items()):
         layer._hook.remove()
-        with torch.no_grad():  # an STE layer computes with W * M(W): that product is the model
-            layer.weight.mul_(layer.pattern_of_weight() if isinstance(layer, STELinear) else layer.mask)
+        with torch.no_grad():  # W * M is the model (an STE layer keeps dense master weights)
+            layer.weight.mul_(layer.effective_mask())
         linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         linear.weight = layer.weight
         linear.bias = layer.bias

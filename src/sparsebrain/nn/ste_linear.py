@@ -73,6 +73,10 @@ class STELinear(SparseLinear):
         """The N:M mask of the largest ``|W|`` (what the next forward will use)."""
         return best_nm_mask(self.weight.detach().abs(), self.n, self.m, self.layout)
 
+    def effective_mask(self) -> Tensor:
+        """The pattern of the current ``|W|``: ``mask`` may be stale after an optimizer step."""
+        return self.pattern_of_weight()
+
     def _mask_grad(self, grad: Tensor) -> Tensor:
         # The gradient is not masked: that is the point of STE. SR-STE adds its decay of the pruned weights.
         if self.decay:

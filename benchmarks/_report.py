@@ -1,0 +1,42 @@
+"""What every benchmark JSON records (device, versions, commit, command) and its atomic write."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import sparsebrain as sb
+
+
+def git_commit() -> str | None:
+    """The checkout's commit, or None outside a git checkout (the GPU machine's copy has no ``.git``)."""
+    try:
+        return subprocess.check_output(["git", "rev-parse", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_report(name: str, device: torch.device, out: Path, **fields: Any) -> None:
+    """Writes ``{"benchmark": name, command, device, versions, commit, **fields}`` to ``out`` atomically."""
+    report = {
+        "benchmark": name,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "sparsebrain": sb.__version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        **fields,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out)
+    print(f"wrote {out}")
