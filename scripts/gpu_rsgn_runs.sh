@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The RSGN table of results/rsgn (both tasks: RSGN sparse / reference / sparse without Hebbian, and the four
-# baselines at the paper's sizes, seeds 42 43 44) and the scaling benchmark, as meant for the GPU machine under MPS.
+# baselines at the paper's sizes, seeds 42 43 44; two ablations of the sparse variant) and the scaling benchmark, as meant for the GPU machine under MPS.
 # Resumable: call it again and finished runs are skipped, interrupted ones continue.
 # Usage: bash scripts/gpu_rsgn_runs.sh SECONDS OUT_DIR [EPOCHS] [SEEDS] [SCALING: 1|0]
 set -u
@@ -30,6 +30,12 @@ for task in hierarchical long_range; do
   run --config "$cfg" --model.options "{variant: reference, num_nodes: 256, steps: $K, hebbian: false}" \
     --sparsity.label "RSGN reference, no Hebbian" --out "$out/$task/rsgn_reference_nohebb" \
     > "$out/logs/${task}_rsgn_reference_nohebb.log" 2>&1 &
+  # Ablations of the sparse variant: no temperature annealing (soft thresholds stay at T = 1), and k = 32 neighbours
+  run --config "$cfg" --model.options "{$base, hebbian: true, temperature_decay: 1.0}" \
+    --sparsity.label "RSGN sparse, no annealing" --out "$out/$task/rsgn_sparse_noanneal" \
+    > "$out/logs/${task}_rsgn_sparse_noanneal.log" 2>&1 &
+  run --config "$cfg" --model.options "{${base/num_neighbors: 16/num_neighbors: 32}, hebbian: true}" \
+    --sparsity.label "RSGN sparse, k = 32" --out "$out/$task/rsgn_sparse_k32" > "$out/logs/${task}_rsgn_sparse_k32.log" 2>&1 &
   for m in seq_mlp seq_transformer seq_sparse_transformer seq_bilstm; do
     run --config "$cfg" --model.name "$m" --model.options "{}" --sparsity.label "$m" \
       --out "$out/$task/$m" > "$out/logs/${task}_$m.log" 2>&1 &

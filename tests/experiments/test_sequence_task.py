@@ -77,6 +77,19 @@ def test_rsgn_task_calls_hebbian_update_once_per_step(tmp_path: Path, monkeypatc
     assert all(r < 0 for r in rewards)  # reward = -loss, and cross-entropy is positive
 
 
+def test_a_diverged_run_stops_with_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparsebrain.experiments.tasks.sequence import SequenceClassificationTask
+    from sparsebrain.experiments.trainer import DivergedError, RunError
+
+    original = SequenceClassificationTask.loss
+    monkeypatch.setattr(SequenceClassificationTask, "loss", lambda self, step: original(self, step) * float("nan"))
+    small = make_hierarchical(0, n=200)
+    with pytest.raises(DivergedError, match="training diverged.*step 4") as err:
+        train(_cfg(**{"train.steps": 8, "train.eval_interval": 4}), tmp_path / "run", quiet=True, dataset=small)
+    assert isinstance(err.value, RunError) and "train.lr" in str(err.value)
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
 def test_baseline_task_has_no_slow_learning(tmp_path: Path) -> None:
     task = build_task(_cfg(**{"model.name": "seq_bilstm", "model.options": {"hidden": 8}}), torch.device("cpu"),
                       tmp_path, make_hierarchical(0, n=200))  # fmt: skip

@@ -186,6 +186,42 @@ def test_hebbian_sign_follows_centred_reward() -> None:
     assert ref.hebbian_update(-0.5) == -0.5 and _coactive_affinity(ref) < before
 
 
+def test_hebbian_step_is_delta_a_v_averaged_over_nodes() -> None:
+    torch.manual_seed(0)
+    model = RSGN(8, 3, variant="reference", num_nodes=32, hidden=16, rank=4, steps=2, hebbian_decay=0.9)
+    with torch.no_grad():
+        model(torch.randn(4, 10, 8))
+    a, U, V = model._abar.double(), model.affinity_u.detach().double(), model.affinity_v.detach().double()
+    R, eta, N = -2.0, model.hebbian_lr, 32
+    delta_a = eta * R * torch.outer(a, a)  # (N, N): the rule's affinity change, in full
+    model.hebbian_update(R)
+    torch.testing.assert_close(model.affinity_u.detach().double(), 0.9 * U + delta_a @ V / N)
+    torch.testing.assert_close(model.affinity_v.detach().double(), 0.9 * V + delta_a @ U / N)
+
+
+@pytest.mark.parametrize("variant", ["reference", "sparse"])
+def test_hebbian_updates_stay_finite_and_inside_the_max_norm(variant: str) -> None:
+    # The reference's raw reward -loss is large and always negative (initial losses of ~200 were seen with all nodes
+    # active); summed over partners, the factor step overflowed within 20 updates.
+    torch.manual_seed(0)
+    model = RSGN(8, 3, variant=variant, num_nodes=64, hidden=16, rank=4, steps=2, num_neighbors=8,
+                 hebbian_lr=0.5, affinity_max_norm=2.0)  # fmt: skip
+    with torch.no_grad():
+        model(torch.randn(4, 10, 8))
+    for i in range(300):
+        model.hebbian_update(-200.0 if variant == "reference" else (-1.0 if i % 2 else -400.0))
+    for factor in (model.affinity_u, model.affinity_v):
+        assert torch.isfinite(factor).all()
+        assert factor.norm(dim=1).max() <= 2.0 + 1e-5
+    with pytest.raises(ValueError, match="affinity_max_norm"):
+        RSGN(8, 3, num_nodes=16, hidden=8, rank=4, num_neighbors=4, affinity_max_norm=0.0)
+
+
+def test_buffers_are_created_on_the_requested_device() -> None:
+    model = RSGN(8, 3, num_nodes=16, hidden=8, rank=4, num_neighbors=4, device="meta")
+    assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
+
+
 @pytest.mark.parametrize("variant", ["reference", "sparse"])
 def test_hebbian_off_leaves_affinities_but_keeps_homeostasis(variant: str) -> None:
     torch.manual_seed(0)

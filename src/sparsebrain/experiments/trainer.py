@@ -39,6 +39,10 @@ class RunError(RuntimeError):
     """A run cannot start or continue (bad run directory, missing data...); the message says why and what to do."""
 
 
+class DivergedError(RunError):
+    """The training loss became NaN or infinite; the run stops instead of training on garbage."""
+
+
 class Interrupted(Exception):  # noqa: N818  (a signal, not an error)
     """Raised after SIGINT / SIGTERM once a checkpoint has been written; ``exit_code`` is 130 or 143."""
 
@@ -347,7 +351,7 @@ def train(
             },
         )
 
-    def evaluate() -> None:
+    def evaluate() -> dict[str, Any]:
         model.eval()
         with torch.no_grad(), autocast(device, t.amp):
             values = task.evaluate()
@@ -375,6 +379,7 @@ def train(
             f"{task.metric} {shown} density {st['density']:.4f} anp {st['anp']:.3f} ({wall:.1f} s)",
             {"loss": f"{train_loss:.3f}", task.metric: shown, "density": f"{st['density']:.3f}"},
         )
+        return event
 
     log = _Log(total_steps, state.step, quiet)
     start = time.perf_counter()
@@ -408,7 +413,7 @@ def train(
                     loss_acc.zero_()
                     acc_steps = 0
                 if boundary:
-                    evaluate()
+                    _check_finite(evaluate()["train_loss"], state.step, run_dir)
                     evals_done += 1
                     if evals_done % t.checkpoint_every == 0 or state.step == total_steps:
                         checkpoint()
@@ -424,6 +429,15 @@ def train(
     summary.update(_retrain_report(reference, task.metric, summary["metrics"][task.metric], task.higher_is_better))
     atomic_write_json(run_dir / SUMMARY, summary)
     return summary
+
+
+def _check_finite(train_loss: float, step: int, run_dir: Path) -> None:
+    """Stops a run whose training loss became non-finite (before it checkpoints): the last good checkpoint stays."""
+    if not math.isfinite(train_loss):
+        raise DivergedError(
+            f"training diverged: the mean training loss up to step {step} is {train_loss} ({run_dir}); "
+            "lower train.lr, set train.grad_clip, or check the model's options"
+        )
 
 
 def _topology_event(sparsifier: DynamicSparsifier, step: int, steps_per_epoch: int) -> dict[str, Any]:

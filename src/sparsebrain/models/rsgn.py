@@ -70,6 +70,8 @@ class RSGN(nn.Module):
             homeostasis still runs.
         hebbian_lr: ``eta`` of the Hebbian affinity update.
         hebbian_decay: multiplicative decay of the affinity factors at each Hebbian update.
+        affinity_max_norm: after each Hebbian update every row of the affinity factors ``U``, ``V`` is projected
+            back into the ball of this radius, so the affinity logits stay in ``[-max_norm^2, max_norm^2]``.
         threshold_lr: rate of threshold homeostasis.
         reward_momentum: sparse variant: momentum of the running reward mean the reward is centred on.
         prune_threshold: sparse variant: connections weaker than this are pruned by ``prune_and_sprout``.
@@ -107,6 +109,7 @@ class RSGN(nn.Module):
         hebbian: bool = True,
         hebbian_lr: float = 0.002,
         hebbian_decay: float = 0.995,
+        affinity_max_norm: float = 3.0,
         threshold_lr: float = 1e-3,
         reward_momentum: float = 0.9,
         prune_threshold: float = 0.01,
@@ -138,6 +141,9 @@ class RSGN(nn.Module):
         self.sigma, self.tau, self.level_bias = sigma, tau, level_bias
         self.inhibition_radius, self.signal_scale = inhibition_radius, signal_scale
         self.hebbian_lr, self.hebbian_decay, self.threshold_lr = hebbian_lr, hebbian_decay, threshold_lr
+        if not affinity_max_norm > 0:
+            raise ValueError(f"affinity_max_norm must be > 0, got {affinity_max_norm}")
+        self.affinity_max_norm = affinity_max_norm
         self.hebbian = bool(hebbian)
         self.reward_momentum = reward_momentum
         self.prune_threshold, self.sprout_threshold = prune_threshold, sprout_threshold
@@ -160,9 +166,10 @@ class RSGN(nn.Module):
         self.head = nn.Linear(H, num_classes, **fk)
 
         # Sparse variant: each node's incoming neighbours (sources), the graph messages and inhibition run on.
-        self.register_buffer("neighbors", torch.zeros(N, num_neighbors if variant == "sparse" else 0, dtype=torch.long))
+        k = num_neighbors if variant == "sparse" else 0
+        self.register_buffer("neighbors", torch.zeros(N, k, dtype=torch.long, device=device))  # (N, k)
         self.register_buffer("reward_mean", torch.zeros((), **fk))
-        self.register_buffer("reward_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("reward_count", torch.zeros((), dtype=torch.long, device=device))
         if variant == "sparse":
             self.refresh_neighbors()
         # What the last forward saw, for slow learning and reporting (not state: recomputed by every forward).
@@ -343,11 +350,18 @@ class RSGN(nn.Module):
         """Slow learning after a forward pass: reward-modulated Hebbian affinity update, then homeostasis.
 
         The affinity change ``Delta A = eta R abar abar^T`` is applied to the factors as
-        ``U <- decay U + eta R abar (abar^T V)``, ``V <- decay V + eta R abar (abar^T U)`` (the factor step that moves
-        ``U V^T`` along ``abar abar^T``): ``abar^T U V^T abar``, the affinity among co-active nodes, grows when
-        ``R > 0`` and shrinks when ``R < 0``. The reference uses ``R = reward`` (the caller passes ``-loss``); the
-        sparse variant uses ``R = reward - running mean`` (0 on the first call), so better-than-usual batches
-        strengthen co-active connections and worse ones weaken them.
+        ``U <- decay U + (eta R / N) abar (abar^T V)``, ``V <- decay V + (eta R / N) abar (abar^T U)`` (``Delta A V``,
+        the factor step that moves ``U V^T`` along ``abar abar^T``, averaged over the ``N`` partner nodes), then every
+        factor row is projected into the ball of radius ``affinity_max_norm``: ``abar^T U V^T abar``, the affinity
+        among co-active nodes, grows when ``R > 0`` and shrinks when ``R < 0``. The reference uses ``R = reward``
+        (the caller passes ``-loss``); the sparse variant uses ``R = reward - running mean`` (0 on the first call),
+        so better-than-usual batches strengthen co-active connections and worse ones weaken them.
+
+        Why the mean and the projection: the step feeds ``V`` into ``U`` and back, a linear map with gain
+        ``decay + eta |R| |abar|^2 / N``. Summed over partners (no ``1/N``) that gain is about ``eta |R| N`` when all
+        nodes are active, as in the reference (1.0e3 at loss 200): the factors overflow within 20 updates and
+        training turns to NaN. The mean keeps the gain near ``decay + eta |R|``, and the projection bounds what a
+        gain above 1 (a persistently large ``|R|``) can do.
 
         Returns:
             The modulating reward ``R`` used (0 with ``hebbian=False``).
@@ -367,8 +381,11 @@ class RSGN(nn.Module):
             R = reward
         U, V = self.affinity_u, self.affinity_v
         au, av = abar @ U, abar @ V  # (r,), (r,)
-        U.mul_(self.hebbian_decay).add_(self.hebbian_lr * R * torch.outer(abar, av))
-        V.mul_(self.hebbian_decay).add_(self.hebbian_lr * R * torch.outer(abar, au))
+        step = self.hebbian_lr * R / self.num_nodes
+        U.mul_(self.hebbian_decay).add_(step * torch.outer(abar, av))
+        V.mul_(self.hebbian_decay).add_(step * torch.outer(abar, au))
+        for factor in (U, V):  # max-norm projection of each node's factor row
+            factor.mul_((self.affinity_max_norm / factor.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0))
         self.homeostasis_step()
         return R
 
