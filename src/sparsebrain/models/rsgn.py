@@ -359,7 +359,7 @@ class RSGN(nn.Module):
 
         Why the mean and the projection: the step feeds ``V`` into ``U`` and back, a linear map with gain
         ``decay + eta |R| |abar|^2 / N``. Summed over partners (no ``1/N``) that gain is about ``eta |R| N`` when all
-        nodes are active, as in the reference (1.0e3 at loss 200): the factors overflow within 20 updates and
+        nodes are active, as in the reference (about 100 at loss 200): the factors overflow within 20 updates and
         training turns to NaN. The mean keeps the gain near ``decay + eta |R|``, and the projection bounds what a
         gain above 1 (a persistently large ``|R|``) can do.
 
