@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,18 +11,12 @@ from typing import Any
 import torch
 
 import sparsebrain as sb
-
-
-def git_commit() -> str | None:
-    """The checkout's commit, or None outside a git checkout (the GPU machine's copy has no ``.git``)."""
-    try:
-        return subprocess.check_output(["git", "rev-parse", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+from sparsebrain.experiments.provenance import git_state
 
 
 def write_report(name: str, device: torch.device, out: Path, **fields: Any) -> None:
     """Writes ``{"benchmark": name, command, device, versions, commit, **fields}`` to ``out`` atomically."""
+    commit, dirty = git_state()
     report = {
         "benchmark": name,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -31,7 +24,8 @@ def write_report(name: str, device: torch.device, out: Path, **fields: Any) -> N
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "sparsebrain": sb.__version__,
-        "git_commit": git_commit(),
+        "git_commit": commit,
+        "git_dirty": dirty,
         "python": platform.python_version(),
         **fields,
     }

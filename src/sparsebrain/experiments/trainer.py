@@ -10,7 +10,6 @@ import math
 import platform
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +24,7 @@ from ..data import ArrayDataset
 from ..dst import DynamicSparsifier
 from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, dump_config
 from .io import atomic_save, atomic_write_json, atomic_write_text
+from .provenance import git_state
 from .tasks.base import Task, autocast
 
 __all__ = ["Interrupted", "RunError", "default_run_dir", "run_name", "train"]
@@ -72,17 +72,6 @@ def _device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config key 'train.device' asks for cuda, but no CUDA device is available here")
     return device
-
-
-def _git_commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parents[3]
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        sha = out.stdout.strip()
-        # outside a git checkout rev-parse fails (and may echo its argument): record nothing rather than "HEAD"
-        return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _versions(device: torch.device) -> dict[str, Any]:
@@ -505,6 +494,7 @@ def _summary(
     best = max if task.higher_is_better else min
     reserved = {"event", "step", "epoch", "density", "anp", "lr", "wall_time_s"}
     st = sparsifier.stats()
+    commit, dirty = git_state()
     layers = {}
     for name, layer in sparsifier.layers.items():
         layers[name] = {
@@ -539,7 +529,8 @@ def _summary(
         "wall_time_s": wall,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu"),
         "versions": _versions(device),
-        "git_commit": _git_commit(),
+        "git_commit": commit,
+        "git_dirty": dirty,
         "command": command or " ".join(sys.argv),
         "run_dir": str(run_dir),
     }
