@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_fraction, check_positive_int, unknown_name_error
-from ..topology.percolation import Junction
+from ..topology.percolation import Junction, attention_junctions
 
 __all__ = [
     "LLAMA_SIZES",
@@ -437,8 +437,7 @@ class LlamaLM(nn.Module):
         for i in range(self.config.n_layers):
             attn, mlp = f"blocks.{i}.attn", f"blocks.{i}.mlp"
             junctions += [
-                Junction(producers=(f"{attn}.q", f"{attn}.k")),
-                Junction(producers=(f"{attn}.v",), consumers=(f"{attn}.o",)),
+                *attention_junctions(attn),
                 Junction(producers=(f"{mlp}.gate", f"{mlp}.up"), consumers=(f"{mlp}.down",)),
             ]
         return junctions

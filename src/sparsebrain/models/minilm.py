@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_fraction, check_positive_int
-from ..topology.percolation import Junction
+from ..topology.percolation import Junction, attention_junctions
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -356,11 +356,7 @@ class SentenceEncoder(nn.Module):
         junctions = []
         for i in range(self.config.n_layers):
             attn, mlp = f"encoder.layers.{i}.attn", f"encoder.layers.{i}.mlp"
-            junctions += [
-                Junction(producers=(f"{attn}.q", f"{attn}.k")),
-                Junction(producers=(f"{attn}.v",), consumers=(f"{attn}.o",)),
-                Junction(producers=(f"{mlp}.up",), consumers=(f"{mlp}.down",)),
-            ]
+            junctions += [*attention_junctions(attn), Junction(producers=(f"{mlp}.up",), consumers=(f"{mlp}.down",))]
         return junctions
 
     def num_parameters(self, non_embedding: bool = False) -> int:

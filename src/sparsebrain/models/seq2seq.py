@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .._validation import check_fraction, check_positive_int
 from ..nn.sparse_linear import SparseLinear
-from ..topology.percolation import Junction
+from ..topology.percolation import Junction, attention_junctions
 
 __all__ = [
     "FeedForward",
@@ -373,8 +373,7 @@ class Seq2SeqTransformer(nn.Module):
         junctions: list[Junction] = []
         for name, module in self.named_modules():
             if isinstance(module, MultiHeadAttention):
-                junctions.append(Junction(producers=(f"{name}.q", f"{name}.k")))
-                junctions.append(Junction(producers=(f"{name}.v",), consumers=(f"{name}.o",)))
+                junctions += attention_junctions(name)
             elif isinstance(module, FeedForward):
                 junctions.append(Junction(producers=(f"{name}.w1",), consumers=(f"{name}.w2",)))
         return junctions

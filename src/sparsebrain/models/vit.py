@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_fraction, check_positive_int
-from ..topology.percolation import Junction
+from ..topology.percolation import Junction, attention_junctions
 
 __all__ = ["ViT", "ViTAttention", "ViTBlock", "ViTMLP"]
 
@@ -346,8 +346,7 @@ class ViT(nn.Module):
         for i in range(self.depth):
             attn, mlp = f"blocks.{i}.attn", f"blocks.{i}.mlp"
             junctions += [
-                Junction(producers=(f"{attn}.q", f"{attn}.k")),
-                Junction(producers=(f"{attn}.v",), consumers=(f"{attn}.proj",)),
+                *attention_junctions(attn, out="proj"),
                 Junction(producers=(f"{mlp}.fc1",), consumers=(f"{mlp}.fc2",)),
             ]
         return junctions

@@ -25,7 +25,14 @@ from .nm import (
     rowwise_patterns,
     transposable_patterns,
 )
-from .percolation import Junction, active_neuron_fraction, alive_neurons, layer_active_fraction, percolate
+from .percolation import (
+    Junction,
+    active_neuron_fraction,
+    alive_neurons,
+    attention_junctions,
+    layer_active_fraction,
+    percolate,
+)
 from .sampling import frechet_scores, uniform_scaled_topk, weighted_sample_without_replacement
 from .swi import swi_
 
@@ -36,6 +43,7 @@ __all__ = [
     "Junction",
     "active_neuron_fraction",
     "alive_neurons",
+    "attention_junctions",
     "best_nm_mask",
     "best_rowwise_mask",
     "best_transposable_mask",

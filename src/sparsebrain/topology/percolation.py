@@ -29,6 +29,7 @@ __all__ = [
     "Junction",
     "active_neuron_fraction",
     "alive_neurons",
+    "attention_junctions",
     "junction_active_fraction",
     "layer_active_fraction",
     "percolate",
@@ -74,6 +75,24 @@ class Junction:
     def layers(self) -> tuple[str, ...]:
         """All layer names, producers first."""
         return self.producers + self.consumers
+
+
+def attention_junctions(attn: str, out: str = "o") -> list[Junction]:
+    """The two junctions of an attention module ``attn`` with projections ``q, k, v`` and output ``out``.
+
+    - ``(q, k)``: row ``d`` of ``q`` multiplies only row ``d`` of ``k`` in the scores, so the two rows of a head
+      dimension live or die together (also in cross-attention, where ``k`` reads another stream).
+    - ``(v) -> (out)``: attention mixes positions, not dimensions, so value dimension ``d`` reaches only column ``d``
+      of ``out``.
+
+    Example:
+        >>> attention_junctions("blocks.0.attn", out="proj")[1]
+        Junction(producers=('blocks.0.attn.v',), consumers=('blocks.0.attn.proj',))
+    """
+    return [
+        Junction(producers=(f"{attn}.q", f"{attn}.k")),
+        Junction(producers=(f"{attn}.v",), consumers=(f"{attn}.{out}",)),
+    ]
 
 
 def _mask(masks: Mapping[str, Tensor], name: str, junction: Junction | None = None) -> Tensor:
