@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..topology.sampling import frechet_scores
 
-__all__ = ["keep_top", "select_regrowth", "topk_mask"]
+__all__ = ["keep_top", "regrowth_keys", "select_regrowth", "topk_mask"]
 
 
 def topk_mask(key: Tensor, k: int) -> Tensor:
@@ -25,6 +25,26 @@ def keep_top(scores: Tensor, active: Tensor, k: int) -> Tensor:
     return topk_mask(key, k) & active
 
 
+def regrowth_keys(scores: Tensor, sampling: str, generator: torch.Generator | None) -> Tensor:
+    """Keys whose largest entries are the regrowth choice under ``sampling``, from non-negative ``scores``.
+
+    ``"topk"``: the scores; ``"multinomial"``: Frechet keys ``s / E``, ``E ~ Exp(1)``, whose top-k is a sample without
+    replacement with probability proportional to ``s``; ``"uniform"``: ``s * U[0, 1]`` (the CHTs24 soft rule). Keys
+    are non-negative, proportional to the scores (0 where the score is 0), so they can also be summed over a block.
+
+    Example:
+        >>> regrowth_keys(torch.tensor([0.0, 2.0]), "topk", None)
+        tensor([0., 2.])
+    """
+    if sampling == "topk":
+        return scores
+    if sampling == "multinomial":
+        return frechet_scores(scores, 1.0, generator)
+    if sampling == "uniform":
+        return scores * torch.rand(scores.shape, generator=generator, device=scores.device)
+    raise ValueError(f"regrowth_sampling must be one of 'topk', 'multinomial', 'uniform'; got {sampling!r}")
+
+
 def select_regrowth(scores: Tensor, candidates: Tensor, k: int, sampling: str, generator: torch.Generator) -> Tensor:
     """Picks ``k`` new links among ``candidates`` from non-negative ``scores``.
 
@@ -39,14 +59,7 @@ def select_regrowth(scores: Tensor, candidates: Tensor, k: int, sampling: str, g
         return torch.zeros_like(candidates)
     s = torch.nan_to_num(scores.float(), nan=0.0, posinf=torch.finfo(torch.float32).max).clamp_min(0.0)
     positive = candidates & (s > 0)
-    if sampling == "topk":
-        pos_key = s
-    elif sampling == "multinomial":
-        pos_key = frechet_scores(s, 1.0, generator)
-    elif sampling == "uniform":
-        pos_key = s * torch.rand(s.shape, generator=generator, device=s.device)
-    else:
-        raise ValueError(f"regrowth_sampling must be one of 'topk', 'multinomial', 'uniform'; got {sampling!r}")
+    pos_key = regrowth_keys(s, sampling, generator)
     # Positive-score candidates get keys > 0 (clamped in case a perturbed key underflowed to 0); zero-score
     # candidates get random keys in (-1, 0]; everything else -inf.
     pos_key = pos_key.clamp_min(torch.finfo(torch.float32).tiny)

@@ -32,7 +32,7 @@ from .methods import MethodConfig, resolve_method
 from .regrowth import REGROWTHS
 from .removal import REMOVALS
 from .schedules import DENSITY_SCHEDULES, TEMPERATURE_SCHEDULES, ZETA_SCHEDULES
-from .selection import keep_top, select_regrowth
+from .selection import keep_top, regrowth_keys, select_regrowth
 
 __all__ = ["DynamicSparsifier", "auto_junctions"]
 
@@ -53,21 +53,6 @@ def auto_junctions(model: nn.Module, layers: Mapping[str, SparseLinear]) -> list
         for a, b in zip(names, names[1:])
         if layers[a].out_features == layers[b].in_features
     ]
-
-
-def _soften(scores: Tensor, sampling: str, generator: torch.Generator) -> Tensor:
-    """Regrowth scores with the randomness of ``regrowth_sampling``, for selection through an N:M pattern.
-
-    ``uniform``: score * U[0,1] (CHTs24's soft regrowth); ``topk``: the scores as they are; ``multinomial``: Gumbel
-    perturbation of log-scores, whose top-k is a sample without replacement proportional to the scores.
-    """
-    if sampling == "topk":
-        return scores
-    u = torch.rand(scores.shape, generator=generator, device=scores.device)
-    if sampling == "uniform":
-        return scores * u
-    gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
-    return torch.where(scores > 0, scores.clamp_min(1e-30).log() + gumbel, torch.full_like(scores, -1e30))
 
 
 def _distributed() -> bool:
@@ -377,7 +362,7 @@ class DynamicSparsifier:
             candidate_scores = scores[~old[name]]
             if candidate_scores.numel():
                 score_stats[name] = (float(candidate_scores.mean()), float(candidate_scores.var(correction=0)))
-            scores = _soften(scores, cfg.regrowth_sampling, gen)
+            scores = regrowth_keys(scores, cfg.regrowth_sampling, gen)
             top = float(scores.abs().max()) if scores.numel() else 0.0
             scores = scores / top if top > 0 else scores  # now in [-1, 1]: a block's pattern sums to at most m*m
             if cfg.survivor_boost:
