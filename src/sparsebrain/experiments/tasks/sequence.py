@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data.rsgn_tasks import SequenceDataset, make_hierarchical, make_long_range
@@ -80,16 +79,9 @@ class SequenceClassificationTask(ShuffledMinibatches, Task):
             raise ConfigError(
                 f"config key 'model.name' must be one of {sorted(SEQUENCE_MODELS)}, got {cfg.model.name!r}"
             )
-        self.cfg = cfg
         self.dataset = dataset if dataset is not None else SEQUENCE_DATA[cfg.data.name](cfg.data.split_seed)
-        d = self.dataset
-        self.x_train, self.y_train = d.x_train.to(device), d.y_train.to(device)  # (N, T, D), (N,)
-        self.x_test, self.y_test = d.x_test.to(device), d.y_test.to(device)  # (M, T, D), (M,)
-        self.batch = min(cfg.train.batch_size, len(self.x_train))
-        self.steps_per_epoch = len(self.x_train) // self.batch
-        self.total_steps = cfg.train.steps or self.steps_per_epoch * cfg.train.epochs
-        self.model = self._build_model(cfg, d).to(device)
-        self._order: tuple[int, Tensor] | None = None
+        self._hold(cfg, self.dataset, device)  # x_train (N, T, D), y_train (N,), x_test (M, T, D), y_test (M,)
+        self.model = self._build_model(cfg, self.dataset).to(device)
         self._step = 0  # the step of the last loss() call, for the end-of-epoch hook
 
     @staticmethod
@@ -123,17 +115,15 @@ class SequenceClassificationTask(ShuffledMinibatches, Task):
                 self.model.end_epoch()  # type: ignore[operator]
 
     def evaluate(self) -> dict[str, float]:
-        loss_sum, correct, active, n = 0.0, 0, 0.0, len(self.x_test)
-        for i in range(0, n, _EVAL_BATCH):
-            x, y = self.x_test[i : i + _EVAL_BATCH], self.y_test[i : i + _EVAL_BATCH]
-            out = self.model(x)  # (b, C)
-            loss_sum += float(F.cross_entropy(out.float(), y, reduction="sum"))
-            correct += int((out.argmax(1) == y).sum())
-            if self.is_rsgn:
-                active += float(self.model.last_activity.sum())  # type: ignore[union-attr]
-        values = {"test_loss": loss_sum / n, "test_acc": correct / n}
-        if self.is_rsgn:
-            values["active_fraction"] = active / n  # mean share of nodes with alpha > 0.01 per test input
+        if not self.is_rsgn:
+            return self._test_pass(_EVAL_BATCH)
+        active: list[float] = []  # per test batch, the summed share of active nodes of its inputs
+
+        def count_active() -> None:
+            active.append(float(self.model.last_activity.sum()))  # type: ignore[union-attr]
+
+        values = self._test_pass(_EVAL_BATCH, count_active)
+        values["active_fraction"] = sum(active) / len(self.x_test)  # mean share of nodes with alpha > 0.01 per input
         return values
 
     def describe(self) -> dict[str, Any]:
