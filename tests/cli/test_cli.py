@@ -41,7 +41,7 @@ def test_train_writes_a_complete_run_directory(tmp_path: Path) -> None:
     assert summary["status"] == "finished" and summary["method"] == "chts"
     assert summary["final_density"] == pytest.approx(0.1, abs=1e-3)
     assert set(summary["versions"]) >= {"torch", "sparsebrain", "python"}
-    assert "layers.0" in summary["layers"] and sum(summary["layers"]["layers.0"]["in_degree_hist"]) == 64
+    assert "layers.0" in summary["layers"] and sum(summary["layers"]["layers.0"]["fan_out_hist"]) == 64
     events = _events(run)
     assert [e["epoch"] for e in events if e["event"] == "eval"] == [1.0, 2.0, 3.0]
     topo = [e for e in events if e["event"] == "topology"]

@@ -56,8 +56,12 @@ def write_run(
     finished: bool = True,
     shapes: dict[str, tuple[int, int]] = SHAPES,
     lm: bool = False,
+    regrowth: str | bool | None = False,
 ) -> Path:
     """One run directory: config.yaml, metrics.jsonl (eval + topology events), summary.json if finished.
+
+    ``regrowth`` is the summary's ``"regrowth"`` key (the run's regrowth rule, as the trainer records it); False
+    leaves the key out, as in summaries written before it existed, so the report derives it from ``method``.
 
     With ``lm`` it is a language-model run as the trainer writes one: ``acc`` is then the final validation
     perplexity, the summary names ``"metric": "val_ppl"``, and evaluations every 10 steps of a 13-step epoch fall at
@@ -70,7 +74,8 @@ def write_run(
     steps_per_epoch = 13 if lm else 10
     eval_interval = 10 if lm else steps_per_epoch
     sparse = method != "dense"
-    has_scores = method.startswith("cht")  # SET regrows at random: no scores, score_var null
+    # The engine reports the statistics of whatever the rule scored: SET's are uniform draws (mean 1/2, var 1/12).
+    random_scores = method in ("set", "mest")
     lines: list[dict[str, Any]] = []
     masks = {n: rng.random(s) < density for n, s in shapes.items()} if sparse else {}
     epochs = EPOCHS if finished else 2
@@ -87,8 +92,8 @@ def write_run(
                         "removed": regrown,
                         "regrown": regrown,
                         "changed_fraction": regrown / links,
-                        "score_mean": 0.1 * epoch if has_scores else None,
-                        "score_var": 0.05 / epoch + 0.01 * seed if has_scores else None,
+                        "score_mean": 0.5 if random_scores else 0.1 * epoch,
+                        "score_var": 1 / 12 if random_scores else 0.05 / epoch + 0.01 * seed,
                         "anp_in": 0.9,
                         "anp_out": 0.8,
                     }
@@ -133,8 +138,8 @@ def write_run(
                 "links": int(m.sum()),
                 "anp_in": 0.9,
                 "anp_out": 0.8,
-                "in_degree_hist": _hist(m.sum(0)),
-                "out_degree_hist": _hist(m.sum(1)),
+                "fan_in_hist": _hist(m.sum(1)),  # per output neuron (row of the (out, in) mask)
+                "fan_out_hist": _hist(m.sum(0)),  # per input neuron (column)
             }
             for n, m in masks.items()
         }
@@ -176,6 +181,8 @@ def write_run(
             "git_commit": "0123456789abcdef",
             "command": f"sparsebrain train --method {method} --seed {seed}",
         }
+        if regrowth is not False:
+            summary["regrowth"] = regrowth
         (run / "summary.json").write_text(json.dumps(summary, indent=2))
     return run
 
@@ -324,7 +331,8 @@ def test_many_layers_are_pooled_in_the_degree_plot(tmp_path: Path) -> None:
     report = build_report([tmp_path / "runs"], tmp_path / "out", title="pooled")
     text = report.read_text()
     assert text.startswith("# pooled\n") and "](degree_distribution.png)" in text
-    assert "Skipped: no topology update reported a score_var" in text  # SET has no regrowth scores
+    # SET's regrowth scores are uniform random numbers: nothing to compare, so no plot, and the report says why.
+    assert "Skipped: the sparse runs regrow at random (set)" in text
     assert not (tmp_path / "out" / "ch_score_variance.png").exists()
     assert (tmp_path / "out" / "degree_distribution.png").read_bytes()[:8] == PNG_MAGIC
 
@@ -483,3 +491,113 @@ def test_archived_runs_with_gzipped_metrics_read_the_same(tmp_path: Path) -> Non
     a, b = collect_runs([tmp_path / "plain"])[0], collect_runs([tmp_path / "archived"])[0]
     assert a.events == b.events and a.summary == b.summary is not None
     assert markdown_table(summarize([a])) == markdown_table(summarize([b]))
+
+
+# ------------------------------------------------------------------------------ regrowth scores and degree plots
+
+
+def _rows(root: Path) -> list[Any]:
+    return summarize(collect_runs([root]))
+
+
+def _figure_lines(fig: Any) -> dict[str, list[str]]:
+    """Panel title -> the labels of the curves drawn on it."""
+    return {ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in fig.axes if ax.get_visible()}
+
+
+def test_regrowth_rule_recorded_or_derived_from_the_preset() -> None:
+    from sparsebrain.experiments.report import regrowth_rule
+
+    assert regrowth_rule({"regrowth": "ch3_l3p", "preset": "chts"}) == "ch3_l3p"  # recorded: taken as is
+    assert regrowth_rule({"regrowth": None, "preset": "set"}) is None  # recorded: this run never regrew
+    # Summaries written before "regrowth" was recorded: the preset and the options the run was trained with.
+    variant = {"preset": "chts", "method": "chts[regrowth=ch3_l3p]", "options": {"regrowth": "ch3_l3p"}}
+    assert regrowth_rule(variant) == "ch3_l3p"
+    assert regrowth_rule({"preset": "chts", "options": {"zeta": 0.1}}) == "ch2_l3n"
+    assert regrowth_rule({"method": "rigl"}) == "gradient"  # the oldest summaries name only the method
+    assert regrowth_rule({"preset": "set"}) == "random"
+    for never in ("dense", "static", "gmp", "asp", "ste", "srste"):  # no topology update ever regrows
+        assert regrowth_rule({"preset": never}) is None, never
+    assert regrowth_rule({"preset": "set", "options": {"dynamic": False}}) is None
+    assert regrowth_rule({"method": "my_method"}) == "unknown"
+
+
+def test_score_variance_panels_never_mix_regrowth_rules(tmp_path: Path) -> None:
+    from sparsebrain.experiments.report import _score_variance_figure, _Style, plot_files
+
+    root = tmp_path / "runs"
+    for seed in range(2):
+        write_run(root, "dense", 1.0, seed, 0.9, 1.0)
+        write_run(root, "chtss", 0.05, seed, 0.85, 1.0)  # old summary: CH2-L3n, derived from the preset
+        write_run(root, "cht", 0.05, seed, 0.84, 1.0, regrowth="ch3_l3p")  # recorded by the trainer
+        write_run(root, "rigl", 0.05, seed, 0.83, 1.0)  # gradient
+        write_run(root, "set", 0.05, seed, 0.8, 1.0)  # random: left out
+    rows = _rows(root)
+    fig, note = _score_variance_figure(rows, _Style(rows), "epoch")
+    panels = _figure_lines(fig)
+    assert len(panels) == 3  # one per rule: CH2-L3n, CH3-L3p, gradient
+    rules = ("ch2_l3n", "ch3_l3p", "gradient")
+    by_rule = {next(r for r in rules if r in title): labels for title, labels in panels.items()}
+    assert by_rule == {"ch2_l3n": ["chtss"], "ch3_l3p": ["cht"], "gradient": ["rigl"]}
+    assert all("set" not in labels for labels in panels.values())
+    assert "set" in note and "random" in note  # what was left out, and why
+    assert "regrowth rule" in plot_files("test_acc")[-1][1]
+    # The figure's suptitle carries the note, so the PNG says it too.
+    assert "set" in fig.get_suptitle()
+
+
+def test_score_variance_of_runs_with_only_random_regrowth_is_skipped(tmp_path: Path) -> None:
+    for method in ("set", "mest"):
+        write_run(tmp_path / "runs", method, 0.1, 0, 0.8, 1.0)
+    text = build_report([tmp_path / "runs"], tmp_path / "out").read_text()
+    assert "Skipped: the sparse runs regrow at random (mest, set)" in text
+    assert not (tmp_path / "out" / "ch_score_variance.png").exists()
+
+
+def _one_layer_summary(root: Path, method: str, seed: int, hists: dict[str, list[int]]) -> None:
+    run = write_run(root, method, 0.5, seed, 0.8, 1.0, shapes={"fc": (3, 4)})
+    summary = json.loads((run / "summary.json").read_text())
+    summary["layers"] = {"fc": {"density": 0.5, "links": 6, "anp_in": 1.0, "anp_out": 1.0, **hists}}
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def test_degree_plot_names_fan_in_and_fan_out_of_a_hand_built_mask(tmp_path: Path) -> None:
+    import torch
+
+    from sparsebrain.experiments.report import _degree_figure, _Style
+    from sparsebrain.experiments.trainer import degree_hists
+
+    # (out, in) = (3, 4), as nn.Linear.weight: output 0 takes every input; outputs 1 and 2 take input 0 only.
+    mask = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    fan_in = [0, 2, 0, 0, 1]  # links into each output neuron (row sums 4, 1, 1)
+    fan_out = [0, 3, 0, 1]  # links out of each input neuron (column sums 3, 1, 1, 1)
+    assert degree_hists(mask) == {"fan_in_hist": fan_in, "fan_out_hist": fan_out}
+    _one_layer_summary(tmp_path / "runs", "set", 0, degree_hists(mask))
+    # An archived summary of the old layout: in_degree_hist was mask.sum(0) (inputs), out_degree_hist mask.sum(1).
+    _one_layer_summary(tmp_path / "runs", "chts", 0, {"in_degree_hist": fan_out, "out_degree_hist": fan_in})
+    rows = _rows(tmp_path / "runs")
+    fig, _ = _degree_figure(rows, _Style(rows))
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    (in_title,) = [t for t in panels if "fan-in" in t]
+    (out_title,) = [t for t in panels if "fan-out" in t]
+    assert "output neurons" in in_title and "input neurons" in out_title
+    assert "fan-in" in panels[in_title].get_xlabel() and "output neurons" in panels[in_title].get_ylabel()
+    assert "fan-out" in panels[out_title].get_xlabel() and "input neurons" in panels[out_title].get_ylabel()
+    for title, expected in ((in_title, fan_in), (out_title, fan_out)):
+        curves = {line.get_label(): list(line.get_ydata()) for line in panels[title].get_lines()}
+        assert curves == {"set": expected, "chts": expected}, title
+
+
+def test_trainer_records_the_regrowth_rule_and_fan_degrees(tmp_path: Path) -> None:
+    from sparsebrain.experiments.config import load_config
+    from sparsebrain.experiments.trainer import train
+
+    base = {"data.name": "synthetic", "model.hidden": [16], "train.epochs": 2, "train.threads": 1}
+    cases = [("chts", {"regrowth": "ch3_l3p"}, "ch3_l3p"), ("rigl", {}, "gradient"), ("static", {}, None)]
+    for method, options, rule in cases:
+        cfg = load_config(None, base | {"sparsity.method": method, "sparsity.options": options})
+        summary = train(cfg, tmp_path / method, quiet=True)
+        assert summary["regrowth"] == rule, method
+        layer = summary["layers"]["layers.0"]  # 64 inputs -> 16 hidden
+        assert sum(layer["fan_out_hist"]) == 64 and sum(layer["fan_in_hist"]) == 16
+        assert json.loads((tmp_path / method / "summary.json").read_text())["regrowth"] == rule

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -826,7 +827,28 @@ def _mean_hist(hists: Sequence[Sequence[float]]) -> list[float]:
     return [statistics.fmean([h[k] if k < len(h) else 0.0 for h in hists]) for k in range(width)]
 
 
-def _plot_degrees(rows: Sequence[Row], style: _Style, path: Path) -> str | None:
+# The degree histograms of a summary's layer. A mask is (out, in), like nn.Linear.weight: a column sum is an input
+# neuron's fan-out (its links to the layer's outputs), a row sum an output neuron's fan-in (its links from the
+# inputs). Older summaries named the histograms after the side of the layer: "in_degree_hist" holds the input
+# neurons' fan-out (mask.sum(0)) and "out_degree_hist" the output neurons' fan-in (mask.sum(1)), read as such.
+# (key, key in older summaries, panel title, x label, y label)
+_DEGREE_SIDES = (
+    ("fan_out_hist", "in_degree_hist", "input neurons: fan-out", "fan-out k (links to the layer's outputs)",
+     "input neurons"),
+    ("fan_in_hist", "out_degree_hist", "output neurons: fan-in", "fan-in k (links from the layer's inputs)",
+     "output neurons"),
+)  # fmt: skip
+
+
+def _layer_hist(layer: Mapping[str, Any], key: str, legacy: str) -> list[float] | None:
+    """A layer's degree histogram under its key, or under the key older summaries gave it; None (or []) if neither."""
+    return layer.get(key) or layer.get(legacy)
+
+
+def _degree_figure(rows: Sequence[Row], style: _Style) -> tuple[Any, str | None]:
+    """The final masks' fan-out (input neurons) and fan-in (output neurons) histograms: ``(figure, None)``, or
+    ``(None, why not)``. One row of two panels per sparse layer, or one for all of them summed when there are more
+    than :data:`MAX_LAYER_PANELS`; curves are means over seeds."""
     from matplotlib.ticker import MaxNLocator
 
     sparse = [r for r in rows if r.method != "dense"]
@@ -834,22 +856,21 @@ def _plot_degrees(rows: Sequence[Row], style: _Style, path: Path) -> str | None:
         dict.fromkeys(n for r in sparse for run in r.runs for n in ((run.summary or {}).get("layers") or {}))
     )
     if not layer_names:
-        return "no sparse layers in the summaries (dense runs only)" if not sparse else "no layers in the summaries"
+        return None, "no layers in the summaries" if sparse else "no sparse layers in the summaries (dense runs only)"
     summed = len(layer_names) > MAX_LAYER_PANELS
     panels = [f"all {len(layer_names)} sparse layers (summed)"] if summed else layer_names
-    sides = [("in_degree_hist", "input nodes, in-degree"), ("out_degree_hist", "output nodes, out-degree")]
     fig, axes = _new_figure(len(panels), 2, (5.6, 3.4))
     plotted = False
     for p, panel in enumerate(panels):
         names = layer_names if summed else [panel]
-        for s, (key, side) in enumerate(sides):
+        for s, (key, legacy, side, xlabel, ylabel) in enumerate(_DEGREE_SIDES):
             ax = axes[p][s]
             curves: list[tuple[Row, list[float]]] = []
             for r in sparse:
                 per_seed = []
                 for run in r.runs:
                     layers = (run.summary or {}).get("layers") or {}
-                    hists = [layers[n][key] for n in names if n in layers and layers[n].get(key)]
+                    hists = [h for n in names if n in layers and (h := _layer_hist(layers[n], key, legacy))]
                     if hists:  # one histogram per seed: summed over layers when the layers are pooled
                         width = max(len(h) for h in hists)
                         per_seed.append([sum(h[k] for h in hists if k < len(h)) for k in range(width)])
@@ -866,9 +887,16 @@ def _plot_degrees(rows: Sequence[Row], style: _Style, path: Path) -> str | None:
                 ax.plot(range(len(hist)), ys, marker=marker, ms=3.5, label=style.label(r), **style.kw(r))
                 plotted = True
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # degrees are whole numbers
-            _finish(ax, f"{panel}: {side}", "degree k", "nodes with degree k (mean over seeds)")
+            _finish(ax, f"{panel}: {side}", xlabel, f"number of {ylabel} (mean over seeds)")
     if not plotted:
-        return "the summaries hold no in_degree_hist / out_degree_hist"
+        return None, "the summaries hold no fan_in_hist / fan_out_hist (nor in_degree_hist / out_degree_hist)"
+    return fig, None
+
+
+def _plot_degrees(rows: Sequence[Row], style: _Style, path: Path) -> str | None:
+    fig, why = _degree_figure(rows, style)
+    if fig is None:
+        return why
     _save(fig, path)
     return None
 
@@ -876,6 +904,7 @@ def _plot_degrees(rows: Sequence[Row], style: _Style, path: Path) -> str | None:
 def _plot_topology_stat(
     rows: Sequence[Row], style: _Style, path: Path, x: str, *, key: str, title: str, ylabel: str, what: str
 ) -> str | None:
+    """One panel of a per-update statistic that means the same for every method (e.g. ``changed_fraction``)."""
     sparse = [r for r in rows if r.method != "dense"]
     fig, axes = _new_figure(1, 1, (7.5, 4.5))
     ax = axes[0][0]
@@ -889,6 +918,137 @@ def _plot_topology_stat(
     if not _draw_bands(bands):
         return f"no topology update reported {what}" if sparse else "dense runs only: no topology updates"
     _finish(ax, title.format(over_seeds=_over_seeds(ax)), x, ylabel)  # the scale is known only now
+    _save(fig, path)
+    return None
+
+
+RANDOM_REGROWTH = "random"  # SET's and MEST's rule: its "scores" are uniform random numbers
+UNKNOWN_REGROWTH = "unknown"  # what regrowth_rule says of a run whose rule cannot be known
+
+# What each built-in regrowth rule scores (the CH rules are described from their names).
+_RULE_SCORES = {"random": "uniform random numbers", "gradient": "|dense gradient| (RigL)"}
+
+
+def regrowth_rule_of(method: Any) -> str | None:
+    """The regrowth rule a :class:`~sparsebrain.dst.MethodConfig` applies in training; None if it never regrows.
+
+    Dense and static training, fixed-mask N:M (ASP) and STE never rewire; prune-only methods (GMP) have no rule.
+
+    Example:
+        >>> from sparsebrain.dst.methods import METHODS
+        >>> regrowth_rule_of(METHODS["chtss"]), regrowth_rule_of(METHODS["asp"])
+        ('ch2_l3n', None)
+    """
+    if not method.sparse or not method.dynamic or method.ste:
+        return None
+    return method.regrowth
+
+
+def regrowth_rule(summary: Mapping[str, Any]) -> str | None:
+    """The regrowth rule of a finished run, from its summary; None when the run never regrows.
+
+    The summary's ``"regrowth"`` when it has one (the trainer records it). Summaries written before that are read
+    through the method presets: ``preset`` (else ``method``) with the ``options`` the run was trained with, as
+    :func:`regrowth_rule_of` sees them. :data:`UNKNOWN_REGROWTH` when neither tells (a method that is no preset).
+
+    Example:
+        >>> regrowth_rule({"preset": "chts", "options": {"regrowth": "ch3_l3p"}})
+        'ch3_l3p'
+        >>> regrowth_rule({"preset": "rigl"}), regrowth_rule({"regrowth": None, "preset": "set"})
+        ('gradient', None)
+    """
+    if "regrowth" in summary:
+        return summary["regrowth"]
+    try:  # the presets live with the engine, which needs torch; the rest of this module does not
+        from ..dst.methods import METHODS
+    except ImportError:
+        return UNKNOWN_REGROWTH
+    preset = METHODS.get(str(summary.get("preset") or summary.get("method")))
+    if preset is None:
+        return UNKNOWN_REGROWTH
+    from types import SimpleNamespace
+
+    return regrowth_rule_of(SimpleNamespace(**{**vars(preset), **(summary.get("options") or {})}))
+
+
+def _row_rule(row: Row) -> str | None:
+    rules = {regrowth_rule(run.summary or {}) for run in row.runs}
+    return rules.pop() if len(rules) == 1 else UNKNOWN_REGROWTH
+
+
+def _scored(rule: str) -> str:
+    """What a regrowth rule's scores are, for a panel title."""
+    if rule in _RULE_SCORES:
+        return _RULE_SCORES[rule]
+    if re.fullmatch(r"ch[23]_l3[np]", rule):  # ch2_l3n -> CH2-L3n
+        return f"CH{rule[2]}-L3{rule[-1]} link-prediction scores"
+    return f"the {rule!r} rule's scores"
+
+
+def _score_variance_figure(rows: Sequence[Row], style: _Style, x: str) -> tuple[Any, str]:
+    """The variance of the regrowth scores over the candidate links, one panel per regrowth rule.
+
+    Scores of different rules are different quantities (a CH link-prediction score, a gradient magnitude), so no
+    panel holds two rules; the methods of one rule share its panel. Methods that regrow at random are left out:
+    their scores are uniform random numbers, of variance 1/12 whatever the topology. So are methods of unknown rule,
+    each on a panel of its own. Returns ``(figure, note)``, the note naming what was left out (also in the figure's
+    title), or ``(None, why nothing was drawn)``.
+    """
+    sparse = [r for r in rows if r.method != "dense"]
+    if not sparse:
+        return None, "dense runs only: no topology updates"
+    groups: dict[str, list[Row]] = {}
+    random_methods: list[str] = []
+    for r in sparse:
+        rule = _row_rule(r)
+        if rule == RANDOM_REGROWTH:
+            random_methods.append(style.label(r))
+        elif rule is not None:
+            groups.setdefault(f"{UNKNOWN_REGROWTH} ({r.method})" if rule == UNKNOWN_REGROWTH else rule, []).append(r)
+    random_methods = list(dict.fromkeys(random_methods))
+    note = ""
+    if random_methods:
+        note = (
+            f"left out: {', '.join(random_methods)} (random regrowth: its scores are uniform random numbers, "
+            "of variance 1/12 whatever the topology)"
+        )
+    series = {
+        rule: [
+            (r, [_series(run, ["topology"], lambda e: _links_weighted(e.get("layers") or {}, "score_var"), x)
+                 for run in r.runs])
+            for r in members
+        ]
+        for rule, members in groups.items()
+    }  # fmt: skip
+    series = {rule: curves for rule, curves in series.items() if any(len(s[0]) for _, ss in curves for s in ss)}
+    if not series:
+        if random_methods and not groups:
+            return None, (
+                f"the sparse runs regrow at random ({', '.join(random_methods)}): their scores are uniform random "
+                "numbers, not a property of the links"
+            )
+        return None, "no topology update reported a score_var (no method with regrowth scores)"
+    ncols = min(3, len(series))
+    nrows = math.ceil(len(series) / ncols)
+    fig, axes = _new_figure(nrows, ncols, (5.6, 4.0))
+    for i, (rule, curves) in enumerate(series.items()):
+        ax = axes[i // ncols][i % ncols]
+        bands = [(ax, ss, style.label(r), style.kw(r)) for r, ss in curves]
+        _log_if_wide(ax, _values(bands))
+        _draw_bands(bands)
+        title = f"regrowth rule {rule}" + ("" if rule.startswith(UNKNOWN_REGROWTH) else f": {_scored(rule)}")
+        _finish(ax, f"{title}\n{_over_seeds(ax)}", x, "variance over the absent links (links-weighted)")
+    for j in range(len(series), nrows * ncols):
+        axes[j // ncols][j % ncols].set_visible(False)
+    heading = "Variance of the regrowth scores over the candidate (absent) links, one panel per regrowth rule"
+    fig.suptitle(heading + (f"\n{note}" if note else ""), fontsize="medium")
+    return fig, note
+
+
+def _plot_score_variance(rows: Sequence[Row], style: _Style, path: Path, x: str) -> str | None:
+    fig, why = _score_variance_figure(rows, style, x)
+    if fig is None:
+        return why
     _save(fig, path)
     return None
 
@@ -909,7 +1069,7 @@ def plot_files(metric: str) -> tuple[tuple[str, str], ...]:
         ("density_anp.png", "Density and active neuron percolation (ANP)"),
         ("degree_distribution.png", "Degree distribution of the final masks"),
         ("links_changed.png", "Links changed per topology update"),
-        ("ch_score_variance.png", "Variance of the regrowth scores"),
+        ("ch_score_variance.png", "Variance of the regrowth scores, one panel per regrowth rule"),
     )
 
 
@@ -932,16 +1092,7 @@ def _make_plots(rows: Sequence[Row], out_dir: Path) -> dict[str, str | None]:
             title="links changed per topology update {over_seeds}",
             ylabel="regrown links / links (links-weighted over layers)",
         ),
-        "ch_score_variance.png": lambda p: _plot_topology_stat(
-            rows,
-            style,
-            p,
-            x,
-            key="score_var",
-            what="a score_var (no method with regrowth scores)",
-            title="variance of the regrowth scores over the candidate links",
-            ylabel="score variance (links-weighted over layers)",
-        ),
+        "ch_score_variance.png": lambda p: _plot_score_variance(rows, style, p, x),
     }
     skipped: dict[str, str | None] = {}
     for name, _ in plot_files(spec.name):

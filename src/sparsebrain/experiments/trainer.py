@@ -25,6 +25,7 @@ from ..dst import DynamicSparsifier
 from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, dump_config
 from .io import atomic_save, atomic_write_json, atomic_write_text
 from .provenance import git_state
+from .report import regrowth_rule_of
 from .tasks.base import Task, autocast
 
 __all__ = ["Interrupted", "RunError", "default_run_dir", "run_name", "train"]
@@ -85,6 +86,20 @@ def _versions(device: torch.device) -> dict[str, Any]:
 
 def _degree_hist(degrees: torch.Tensor) -> list[int]:
     return torch.bincount(degrees.long().cpu()).tolist()
+
+
+def degree_hists(mask: torch.Tensor) -> dict[str, list[int]]:
+    """The degree histograms of an ``(out, in)`` mask that a summary keeps per layer.
+
+    ``fan_in_hist[k]``: output neurons (rows) with k links from the layer's inputs; ``fan_out_hist[k]``: input neurons
+    (columns) with k links to its outputs. (Summaries before these names held the same two lists as
+    ``out_degree_hist`` and ``in_degree_hist``, named after the side of the layer.)
+
+    Example:
+        >>> degree_hists(torch.tensor([[True, True], [True, False]]))
+        {'fan_in_hist': [0, 1, 1], 'fan_out_hist': [0, 1, 1]}
+    """
+    return {"fan_in_hist": _degree_hist(mask.sum(1)), "fan_out_hist": _degree_hist(mask.sum(0))}
 
 
 @dataclass
@@ -499,8 +514,7 @@ def _summary(
     for name, layer in sparsifier.layers.items():
         layers[name] = {
             **{k: st["layers"][name][k] for k in ("density", "links", "anp_in", "anp_out")},
-            "in_degree_hist": _degree_hist(layer.mask.sum(0)),
-            "out_degree_hist": _degree_hist(layer.mask.sum(1)),
+            **degree_hists(layer.mask),
         }
     return {
         "status": "finished",
@@ -508,6 +522,7 @@ def _summary(
         "method": cfg.sparsity.label or cfg.sparsity.method,
         "preset": cfg.sparsity.method,
         "options": cfg.sparsity.options,
+        "regrowth": regrowth_rule_of(sparsifier.config),  # the rule the report groups score statistics by
         "seed": cfg.seed,
         "density": cfg.sparsity.density if sparsifier.config.sparse else 1.0,
         "dataset": cfg.data.name,
