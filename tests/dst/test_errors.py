@@ -58,7 +58,9 @@ def test_nan_weights_at_update_name_the_layer_and_change_nothing() -> None:
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sp = sb.DynamicSparsifier(model, opt, method="set", density=0.2, update_interval=2)
+    opt.step()
     sp.step()  # step 1: no update
+    opt.step()
     layer = sp.layers["layers.1"]
     with torch.no_grad():
         layer.weight[layer.mask.nonzero()[0].tolist()[0], layer.mask.nonzero()[0].tolist()[1]] = float("nan")
@@ -67,3 +69,77 @@ def test_nan_weights_at_update_name_the_layer_and_change_nothing() -> None:
         sp.step()
     assert all(torch.equal(masks[n], m.mask) for n, m in sp.layers.items())
     assert sp.stats()["step"] == 1 and sp.stats()["updates"] == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"temperature": (float("nan"), 1.0)}, r"temperature must be a pair of finite numbers > 0"),
+        ({"temperature": (1.0, float("inf"))}, r"temperature must be a pair of finite numbers > 0"),
+        ({"temperature": [1.0, 2.0, 3.0]}, r"temperature must be a pair"),
+        ({"temperature": 2.0}, r"temperature must be a pair"),
+        ({"ste_decay": float("nan")}, r"ste_decay must be a finite number >= 0"),
+        ({"ste_decay": float("inf")}, r"ste_decay must be a finite number >= 0"),
+        ({"ste_decay": -1.0}, r"ste_decay must be a finite number >= 0"),
+        ({"options": {"mest_lambda": float("nan")}}, r"options\['mest_lambda'\] must be finite"),
+        ({"init_kwargs": {"r": float("inf")}}, r"init_kwargs\['r'\] must be finite"),
+    ],
+)
+def test_non_finite_method_fields_are_refused(kwargs: dict, pattern: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValueError, match=pattern):
+        sb.DynamicSparsifier(_model(), None, method="chts", density=0.1, total_steps=10, update_interval=1, **kwargs)
+
+
+def test_non_finite_ste_decay_is_refused_for_ste_methods() -> None:
+    with pytest.raises(ValueError, match="ste_decay must be a finite number >= 0"):
+        sb.DynamicSparsifier(_model(), None, method="srste", ste_decay=float("nan"))
+
+
+@pytest.mark.parametrize("density", ["0.5", True, b"0.5", [0.5]])
+def test_density_of_the_wrong_type_is_a_type_error(density: object) -> None:
+    with pytest.raises(TypeError, match=r"density must be a number in \(0, 1\]"):
+        sb.DynamicSparsifier(_model(), None, method="set", density=density)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"density must be a number in \(0, 1\]"):
+        sb.sparsify_(_model(), density=density)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"initial_density must be a number in \(0, 1\]"):
+        sb.DynamicSparsifier(_model(), None, method="gmp", density=0.1, total_steps=10, initial_density=density)
+
+
+def test_density_of_the_wrong_type_is_a_type_error_for_nm_methods() -> None:
+    with pytest.raises(TypeError, match=r"density must be a number in \(0, 1\]"):
+        sb.DynamicSparsifier(_model(), None, method="asp", density="0.5")  # type: ignore[arg-type]
+
+
+def test_density_accepts_ints_and_numpy_floats() -> None:
+    import numpy as np
+
+    from sparsebrain.topology import ALLOCATIONS, initial_mask
+
+    assert sb.DynamicSparsifier(_model(), None, method="set", density=np.float32(0.25)).density == 0.25
+    assert sb.DynamicSparsifier(_model(), None, method="set", density=1).density == 1.0
+    assert ALLOCATIONS.get("erk")([(4, 8)], np.float64(0.5)) == [0.5]
+    with pytest.raises(TypeError, match="density must be a number"):
+        initial_mask("er", (4, 8), "0.5")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="density must be a number"):
+        sb.DynamicSparsifier(_model(), None, method="set", density=np.True_)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", [2**63, -1])
+def test_seed_outside_the_int64_range(seed: int) -> None:
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\^63 - 1\]"):
+        sb.DynamicSparsifier(_model(), None, method="set", density=0.1, seed=seed)
+
+
+@pytest.mark.parametrize("seed", ["1", 1.0, True])
+def test_seed_of_the_wrong_type(seed: object) -> None:
+    with pytest.raises(TypeError, match=r"seed must be an integer in \[0, 2\^63 - 1\]"):
+        sb.DynamicSparsifier(_model(), None, method="set", density=0.1, seed=seed)  # type: ignore[arg-type]
+
+
+def test_seed_at_the_top_of_the_range_updates_the_topology() -> None:
+    import numpy as np
+
+    model = _model()
+    sp = sb.DynamicSparsifier(model, None, method="set", density=0.2, update_interval=1, seed=2**63 - 1)
+    assert sp.step() and sp.stats()["updates"] == 1
+    assert sb.DynamicSparsifier(_model(), None, method="set", density=0.2, seed=np.int64(7)).seed == 7

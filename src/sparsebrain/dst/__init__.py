@@ -5,7 +5,7 @@ from .methods import METHODS, MethodConfig, list_methods, resolve_method
 from .regrowth import REGROWTHS, register_regrowth
 from .removal import REMOVALS, register_removal, relative_importance
 from .schedules import DENSITY_SCHEDULES, TEMPERATURE_SCHEDULES, ZETA_SCHEDULES
-from .sparsifier import DynamicSparsifier, auto_junctions
+from .sparsifier import DynamicSparsifier, ScheduleError, auto_junctions
 
 __all__ = [
     "DENSITY_SCHEDULES",
@@ -17,6 +17,7 @@ __all__ = [
     "DynamicSparsifier",
     "LayerView",
     "MethodConfig",
+    "ScheduleError",
     "UpdateContext",
     "auto_junctions",
     "list_methods",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._validation import check_density, check_fraction, check_positive_int, unknown_name_error
+from .._validation import _real, check_density, check_fraction, check_positive_int, unknown_name_error
 
-__all__ = ["METHODS", "MethodConfig", "list_methods", "resolve_method"]
+__all__ = ["METHODS", "REGROWTH_CANDIDATES", "MethodConfig", "list_methods", "resolve_method"]
 
 _SAMPLINGS = ("topk", "multinomial", "uniform")
+REGROWTH_CANDIDATES = ("absent", "after_removal")
 
 
 @dataclass
@@ -30,6 +33,11 @@ class MethodConfig:
     removal: str = "magnitude"  # removal rule (sparsebrain.dst.REMOVALS)
     regrowth: str | None = "random"  # regrowth rule (sparsebrain.dst.REGROWTHS); None = prune only
     regrowth_sampling: str = "topk"  # topk, multinomial (prop. to score), uniform (score * U[0,1], top-k)
+    # Which non-links regrowth picks from: "absent" = links absent before the update, so a link removed now is not
+    # regrown now (ours; when fewer absent links remain than must grow, all of them grow and the rest come from the
+    # just-removed ones); "after_removal" = any non-link after removal, a re-picked link keeping its weight (TF RigL,
+    # rigl-torch and the CHT/CHTs authors' code)
+    regrowth_candidates: str = "absent"
     zeta: float = 0.3  # fraction of active links removed (and regrown) at each update
     zeta_schedule: str = "constant"  # constant or cosine (decays to 0 at the end of the update phase)
     temperature: tuple[float, float] = (1.0, 1.0)  # soft-removal T at the start and end of the update phase
@@ -39,7 +47,8 @@ class MethodConfig:
     percolation: bool = False  # active-neuron percolation along chains of sparse layers
     # N:M semi-structured sparsity (sparsebrain.topology.nm): the pattern is applied when links are selected
     pattern: str | None = None  # "N:M", e.g. "2:4" (density N/M); None = unstructured
-    pattern_layout: str = "transposable"  # transposable (W and W^T both N:M) or rowwise (groups along in_features)
+    # transposable (W and W^T both N:M: every N:M preset's layout) or rowwise (groups along in_features: NVIDIA ASP's)
+    pattern_layout: str = "transposable"
     survivor_boost: bool = True  # N:M regrowth: links that survived removal outrank every candidate
     skip_incompatible: bool = False  # N:M: leave layers whose shape cannot hold the pattern dense, instead of raising
     ste: bool = False  # dense master weights, forward with the best N:M pattern of |W| (straight-through gradient)
@@ -77,12 +86,26 @@ class MethodConfig:
             REGROWTHS.get(self.regrowth)
         if self.regrowth_sampling not in _SAMPLINGS:
             raise unknown_name_error("regrowth_sampling", self.regrowth_sampling, _SAMPLINGS)
+        if self.regrowth_candidates not in REGROWTH_CANDIDATES:
+            raise ValueError(
+                f"regrowth_candidates must be one of {', '.join(map(repr, REGROWTH_CANDIDATES))}, "
+                f"got {self.regrowth_candidates!r}"
+            )
         check_fraction(self.zeta, "zeta")
         check_positive_int(self.update_interval, "update_interval")
         check_fraction(self.end_fraction, "end_fraction", closed_low=False)
-        t0, t1 = self.temperature
-        if t0 <= 0 or t1 <= 0:
-            raise ValueError(f"temperature must be a pair of positive numbers (start, end), got {self.temperature!r}")
+        t0, t1 = _temperature_pair(self.temperature)
+        # NaN fails every comparison, so finiteness is checked explicitly: a NaN or infinite temperature would
+        # only show as NaN scores at the first topology update
+        if not all(math.isfinite(t) and t > 0 for t in (t0, t1)):
+            raise ValueError(f"temperature must be a pair of finite numbers > 0 (start, end), got {self.temperature!r}")
+        decay = _real(self.ste_decay, "ste_decay", ">= 0")
+        if not (math.isfinite(decay) and decay >= 0):
+            raise ValueError(f"ste_decay must be a finite number >= 0, got {self.ste_decay!r}")
+        for field_name in ("init_kwargs", "options"):  # rule parameters, e.g. r, beta, mest_lambda
+            for key, value in getattr(self, field_name).items():
+                if isinstance(value, numbers.Real) and not math.isfinite(value):
+                    raise ValueError(f"{field_name}[{key!r}] must be finite, got {value!r}")
         return self
 
     def _validate_pattern(self) -> None:
@@ -106,8 +129,6 @@ class MethodConfig:
                 raise ValueError(f"{key} cannot be used with an N:M pattern: the pattern fixes the density at N/M")
         if self.ste and self.weight_init != "keep":
             raise ValueError("ste methods keep dense master weights: weight_init must be 'keep'")
-        if self.ste_decay < 0:
-            raise ValueError(f"ste_decay must be >= 0, got {self.ste_decay!r}")
         if self.dynamic and not self.ste and self.regrowth is None:
             raise ValueError("a dynamic N:M method needs a regrowth rule: every block must keep N links per row")
 
@@ -127,6 +148,16 @@ class MethodConfig:
             or self.zeta_schedule != "constant"
             or (self.temperature_schedule != "constant" and self.temperature[0] != self.temperature[1])
         )
+
+
+def _temperature_pair(value: Any) -> tuple[float, float]:
+    """``(start, end)`` as floats; ``ValueError`` for anything but two numbers (a list from YAML is fine)."""
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        raise ValueError(f"temperature must be a pair of finite numbers > 0 (start, end), got {value!r}")
+    try:
+        return _real(value[0], "temperature", "> 0"), _real(value[1], "temperature", "> 0")
+    except TypeError:
+        raise ValueError(f"temperature must be a pair of finite numbers > 0 (start, end), got {value!r}") from None
 
 
 # Initial topologies of N:M methods: a pattern drawn uniformly per block, or the best pattern of |W| (one-shot
@@ -195,7 +226,9 @@ METHODS: dict[str, MethodConfig] = {
     "srste": MethodConfig(name="srste", pattern="2:4", ste_decay=2e-4, **_STE),  # type: ignore[arg-type]
     "ste14": MethodConfig(name="ste14", pattern="1:4", **_STE),  # type: ignore[arg-type]
     "srste14": MethodConfig(name="srste14", pattern="1:4", ste_decay=2e-4, **_STE),  # type: ignore[arg-type]
-    # NVIDIA ASP recipe: one-shot best-magnitude 2:4 projection of the current weights, then a fixed mask
+    # NVIDIA ASP's recipe: one-shot best-magnitude 2:4 projection of the current weights, then a fixed mask. Like every
+    # N:M preset here it takes the transposable layout; ASP's own default is row-wise 2:4 (apex's "m4n2_1d": 2 of
+    # every 4 weights along in_features), which pattern_layout="rowwise" gives.
     "asp": MethodConfig(name="asp", pattern="2:4", dynamic=False, init="nm_magnitude", weight_init="keep"),
 }
 
@@ -230,5 +263,5 @@ def resolve_method(method: str | MethodConfig, **overrides: Any) -> MethodConfig
     cfg = dataclasses.replace(base, **overrides)
     cfg.init_kwargs = dict(cfg.init_kwargs)
     cfg.options = dict(cfg.options)
-    cfg.temperature = (float(cfg.temperature[0]), float(cfg.temperature[1]))
+    cfg.temperature = _temperature_pair(cfg.temperature)
     return cfg.validate()

@@ -8,17 +8,20 @@ identical across DDP ranks.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_density
+from .._validation import check_density, check_seed
 from ..nn.sparse_linear import SparseLinear
-from ..nn.sparsify import FilterFn, sparse_layers, sparsify_, sparsify_nm_
+from ..nn.sparsify import FilterFn, _chosen_linears, sparse_layers, sparsify_, sparsify_nm_
 from ..nn.ste_linear import STELinear
-from ..topology.allocation import ALLOCATIONS
+from ..topology.allocation import check_no_empty_layer, link_counts
 from ..topology.nm import best_nm_mask, is_nm
 from ..topology.percolation import (
     Junction,
@@ -34,7 +37,7 @@ from .removal import REMOVALS
 from .schedules import DENSITY_SCHEDULES, TEMPERATURE_SCHEDULES, ZETA_SCHEDULES
 from .selection import keep_top, regrowth_keys, select_regrowth
 
-__all__ = ["DynamicSparsifier", "auto_junctions"]
+__all__ = ["DynamicSparsifier", "ScheduleError", "auto_junctions"]
 
 
 def auto_junctions(model: nn.Module, layers: Mapping[str, SparseLinear]) -> list[Junction]:
@@ -55,6 +58,23 @@ def auto_junctions(model: nn.Module, layers: Mapping[str, SparseLinear]) -> list
     ]
 
 
+class ScheduleError(ValueError):
+    """A schedule that cannot do what it promises in the run's length (e.g. no topology update to reach the density)."""
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain data (what ``torch.load(weights_only=True)`` reads back), for comparing method settings."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if torch.is_tensor(value):
+        return f"tensor of shape {tuple(value.shape)}"
+    return getattr(value, "__qualname__", None) or repr(value)  # e.g. a callable init or rule
+
+
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -72,7 +92,8 @@ class DynamicSparsifier:
             and by ``end_fraction``. Without it, topology updates never stop.
         filter_fn: ``(fqn, module) -> bool`` choosing the sparse layers (default: the model's own
             ``sparse_filter`` or every Linear but the last).
-        seed: seed of the engine's random generator; default drawn from torch's global generator.
+        seed: seed of the engine's random generator, an integer in [0, 2^63 - 1]; default drawn from torch's global
+            generator.
         junctions: "auto", or an explicit list of :class:`~sparsebrain.topology.percolation.Junction`.
         **overrides: any ``MethodConfig`` field, e.g. ``regrowth="ch3_l3p"``, ``update_interval=500``.
 
@@ -99,6 +120,8 @@ class DynamicSparsifier:
     ) -> None:
         self.config = resolve_method(method, **overrides)
         nm = self.config.nm if self.config.sparse else None
+        if density is not None:
+            density = check_density(density)  # a number first: the pattern check below does arithmetic on it
         if nm is not None and density is not None and abs(density - nm[0] / nm[1]) > 1e-9:
             raise ValueError(
                 f"method {self.config.name!r} uses the {self.config.pattern} pattern, whose density is "
@@ -119,8 +142,11 @@ class DynamicSparsifier:
         self.optimizer = optimizer
         self.total_steps = total_steps
         cfg = self.config
+        self._static_warning: str | None = None
+        self._check_schedule()
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
+        seed = check_seed(seed)
         if _distributed():  # every rank must draw the same numbers
             t = torch.tensor([seed], dtype=torch.int64)
             torch.distributed.broadcast(t, src=0)
@@ -139,7 +165,13 @@ class DynamicSparsifier:
                 if not self.layers:
                     raise ValueError(f"filter_fn matched none of the model's SparseLinear layers: {list(existing)}")
                 self._check_existing_patterns()
-            elif nm is not None:
+            chosen = list(self.layers.items()) or _chosen_linears(model, filter_fn)
+            # refusals come before the model is touched (sparsify_ checks the start density itself)
+            if nm is None:
+                names, shapes = [n for n, _ in chosen], [(m.out_features, m.in_features) for _, m in chosen]
+                check_no_empty_layer(names, shapes, self.density, cfg.allocation)
+            self._check_optimizer(chosen)
+            if not existing and nm is not None:
                 self.layers = sparsify_nm_(
                     model,
                     cfg.pattern,  # type: ignore[arg-type]
@@ -151,7 +183,7 @@ class DynamicSparsifier:
                     skip_incompatible=cfg.skip_incompatible,
                     generator=self._generator(next(model.parameters()).device),
                 )
-            else:
+            elif not existing:
                 start = cfg.initial_density if cfg.initial_density is not None else self.density
                 self.layers = sparsify_(
                     model,
@@ -176,6 +208,60 @@ class DynamicSparsifier:
         rules = [self._removal] + ([self._regrowth] if self._regrowth else [])
         self._needs_grad = any(getattr(r, "needs_grad", False) for r in rules)
         self._set_capture()
+        # Optimizer steps seen through a step post hook: a step skipped (a GradScaler on inf/NaN gradients) or
+        # missing must not advance the schedule nor rewire on that step's gradients.
+        self._optimizer_steps = self._optimizer_steps_used = 0
+        self._warned_no_optimizer_step = False
+        self._step_hook = None
+        if optimizer is not None and hasattr(optimizer, "register_step_post_hook"):
+            this = weakref.ref(self)
+
+            def count(*_: Any) -> None:
+                me = this()
+                if me is not None:
+                    me._optimizer_steps += 1
+
+            self._step_hook = optimizer.register_step_post_hook(count)
+        if self._static_warning:  # once the sparsifier stands: a refused one says only why it was refused
+            warnings.warn(self._static_warning, UserWarning, stacklevel=2)
+
+    def _check_schedule(self) -> None:
+        """Refuses a density schedule that gets no topology update (it would end at its start density, silently)."""
+        cfg = self.config
+        n = self.num_updates
+        if not (cfg.sparse and cfg.dynamic) or n is None or n >= 1:
+            return
+        why = (
+            f"with update_interval={cfg.update_interval}, end_fraction={cfg.end_fraction:g} and "
+            f"total_steps={self.total_steps} it would get {n} topology updates (updates run every update_interval "
+            f"steps up to step end_fraction * total_steps = {self.t_end})"
+        )
+        start = self.density if cfg.initial_density is None else cfg.initial_density
+        if cfg.density_schedule != "constant" and start != self.density:
+            raise ScheduleError(
+                f"method {cfg.name!r} moves the density from {start:g} to {self.density:g} over its topology updates, "
+                f"but {why}, so it would stay at {start:g}; lower update_interval or raise total_steps or end_fraction"
+            )
+        self._static_warning = f"method {cfg.name!r} rewires the topology, but {why}: it trains as static sparse"
+
+    def _check_optimizer(self, chosen: Sequence[tuple[str, nn.Module]]) -> None:
+        """Refuses an optimizer that trains none of the sparse layers' weights; warns about one that misses some."""
+        if self.optimizer is None:
+            return
+        held = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        missing = [name for name, m in chosen if id(m.weight) not in held]
+        if len(missing) == len(chosen):
+            raise ValueError(
+                f"the optimizer holds none of the sparse layers' weights ({', '.join(missing)}): build it on this "
+                "model's parameters (e.g. torch.optim.SGD(model.parameters(), ...)) before creating the sparsifier"
+            )
+        if missing:
+            warnings.warn(
+                f"the optimizer does not hold the weights of sparse layers {', '.join(missing)}: they are rewired "
+                "but not trained",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # ----------------------------------------------------------------------------------------------------------
     # schedule
@@ -214,7 +300,26 @@ class DynamicSparsifier:
     # training-loop API
 
     def step(self) -> bool:
-        """Advances one optimizer step; on update steps rewires the topology. Returns True if it did."""
+        """Advances one optimizer step; on update steps rewires the topology. Returns True if it did.
+
+        With an optimizer, only a step that follows a real ``optimizer.step()`` counts: one skipped by a
+        ``GradScaler`` (inf/NaN gradients) advances nothing and its gradients are dropped; a call with no optimizer
+        step since the last one warns, once.
+        """
+        if self._step_hook is not None:
+            if self._optimizer_steps == self._optimizer_steps_used:
+                if not self._warned_no_optimizer_step:
+                    self._warned_no_optimizer_step = True
+                    warnings.warn(
+                        "DynamicSparsifier.step() was called with no optimizer.step() since its last call (call it "
+                        "right after optimizer.step(); a GradScaler skips optimizer steps on inf/NaN gradients): the "
+                        "schedule did not advance and the topology was not updated",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+                self._set_capture()  # the skipped step's captured gradients must not feed the next update
+                return False
+            self._optimizer_steps_used = self._optimizer_steps
         if not self.config.sparse:
             self._step += 1
             return False
@@ -246,8 +351,7 @@ class DynamicSparsifier:
 
     def _targets(self, density: float) -> dict[str, int]:
         shapes = [tuple(m.mask.shape) for m in self.layers.values()]
-        densities = ALLOCATIONS.get(self.config.allocation)(shapes, density)
-        return {n: round(d * m.mask.numel()) for (n, m), d in zip(self.layers.items(), densities)}
+        return dict(zip(self.layers, link_counts(self.config.allocation, shapes, density)))
 
     @torch.no_grad()
     def _update(self, step: int) -> None:
@@ -302,14 +406,30 @@ class DynamicSparsifier:
             candidate_scores = scores[~old[name]].float()  # statistics over all absent links
             if candidate_scores.numel():
                 score_stats[name] = (float(candidate_scores.mean()), float(candidate_scores.var(correction=0)))
-            # Candidates are links absent before this update: nothing removed now is regrown now. With percolation
-            # they also avoid neurons it cut (never revived, as in the papers), unless that leaves too few.
-            candidates = ~old[name]
-            if name in allowed and int((candidates & allowed[name]).sum()) >= n_grow:
-                candidates = candidates & allowed[name]
-            grown = select_regrowth(scores, candidates, n_grow, cfg.regrowth_sampling, ctx.generator)
+            # "absent": candidates are links absent before this update, so nothing removed now is regrown now;
+            # when fewer remain than must grow (dense-ish targets: 1 - d absent for zeta d removed), all of them
+            # grow and the rest come from the just-removed links, so the count stays exact. "after_removal": any
+            # non-link after removal (the references' rule). With percolation the picks also avoid neurons it cut
+            # (never revived, as in the papers), unless that leaves too few.
+            absent = ~old[name]
+            n_absent = int(absent.sum())
+            where = allowed.get(name)
+            if cfg.regrowth_candidates == "after_removal":
+                grown = self._pick(scores, ~masks[name], where, n_grow, ctx.generator)
+            elif n_absent >= n_grow:
+                grown = self._pick(scores, absent, where, n_grow, ctx.generator)
+            else:
+                grown = absent | self._pick(scores, old[name] & ~masks[name], where, n_grow - n_absent, ctx.generator)
             masks[name] = masks[name] | grown
         self._commit(old, masks, score_stats, index)
+
+    def _pick(
+        self, scores: Tensor, candidates: Tensor, allowed: Tensor | None, k: int, generator: torch.Generator
+    ) -> Tensor:
+        """``k`` new links among ``candidates``, among the ``allowed`` ones (percolation) when there are enough."""
+        if allowed is not None and int((candidates & allowed).sum()) >= k:
+            candidates = candidates & allowed
+        return select_regrowth(scores, candidates, k, self.config.regrowth_sampling, generator)
 
     def _commit(
         self,
@@ -487,6 +607,7 @@ class DynamicSparsifier:
         return {
             "method": self.config.name,
             "density": self.density,
+            "config": _plain(dataclasses.asdict(self.config)),
             "total_steps": self.total_steps,
             "seed": self.seed,
             "step": self._step,
@@ -496,13 +617,28 @@ class DynamicSparsifier:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restores :meth:`state_dict`; the model's state (masks, weights) is loaded separately."""
+        """Restores :meth:`state_dict`; the model's state (masks, weights) is loaded separately.
+
+        Raises:
+            ValueError: the state belongs to another method, density or set of layers (nothing is changed).
+        """
         expected = set(self._param_names.values())
         got = set(state["layers"])
         if got != expected:
             raise ValueError(
                 f"sparsifier state is for layers {sorted(got)}, but this sparsifier has {sorted(expected)}"
             )
+        if state.get("method") != self.config.name or float(state.get("density", -1.0)) != self.density:
+            raise ValueError(
+                f"sparsifier state is for method {state.get('method')!r} at density {state.get('density')!r}, but "
+                f"this sparsifier runs method {self.config.name!r} at density {self.density!r}"
+            )
+        if "config" in state:  # states written before the method's settings were recorded hold method and density
+            ours = _plain(dataclasses.asdict(self.config))
+            changed = sorted(k for k in ours.keys() | state["config"].keys() if ours.get(k) != state["config"].get(k))
+            if changed:
+                shown = ", ".join(f"{k}={state['config'].get(k)!r} (here {ours.get(k)!r})" for k in changed)
+                raise ValueError(f"sparsifier state is for other settings of method {self.config.name!r}: {shown}")
         self.seed = int(state["seed"])
         self._step = int(state["step"])
         self._updates = int(state["updates"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,6 +29,7 @@ class SparseLinear(nn.Module):
     """
 
     mask: Tensor
+    dense_master_weights: ClassVar[bool] = False  # True where weights off the mask are trained too (STE)
 
     def __init__(
         self,
@@ -111,12 +114,27 @@ class SparseLinear(nn.Module):
             f"bias={self.bias is not None}, density={self.density:.4f}"
         )
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(  # type: ignore[no-untyped-def]
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # The mask buffer may be registered empty; accept the stored mask whatever our current one is.
         key = prefix + "mask"
+        mask = state_dict.get(key, self.mask)
         if key in state_dict:
             self.mask = torch.empty_like(state_dict[key], dtype=torch.bool, device=self.weight.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        weight = state_dict.get(prefix + "weight")
+        if not self.dense_master_weights and weight is not None and weight.shape == mask.shape:
+            # weights off the mask would compute with links the mask says are absent: refuse, do not re-mask quietly
+            off = int(torch.count_nonzero(weight.detach().to(mask.device)[~mask.bool()]))
+            if off:
+                error_msgs.append(
+                    f"sparse layer {prefix[:-1]!r}: the loaded weight has {off} non-zero entries off its mask "
+                    f"({'the loaded' if key in state_dict else 'the current'} one); load dense weights before "
+                    "sparsifying (sparsify_ keeps them, masked), or zero them off the mask first"
+                )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def __getstate__(self) -> dict:  # type: ignore[type-arg]
         # Hook handles are not picklable; deepcopy/pickle re-registers the hook in __setstate__.

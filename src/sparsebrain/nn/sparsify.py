@@ -89,7 +89,7 @@ def sparsify_(
         >>> list(layers), round(layers["0"].density, 2)
         (['0'], 0.1)
     """
-    from ..topology.allocation import ALLOCATIONS
+    from ..topology.allocation import ALLOCATIONS, check_no_empty_layer
     from ..topology.initial import INITS
     from ..topology.swi import swi_
 
@@ -97,8 +97,10 @@ def sparsify_(
     if weight_init not in ("keep", "swi"):
         raise ValueError(f"weight_init must be one of 'keep', 'swi'; got {weight_init!r}")
     chosen = _chosen_linears(model, filter_fn)
+    shapes = [(m.out_features, m.in_features) for _, m in chosen]
+    check_no_empty_layer([name for name, _ in chosen], shapes, density, allocation)
     init_fn = INITS.get(init)
-    densities = ALLOCATIONS.get(allocation)([(m.out_features, m.in_features) for _, m in chosen], density)
+    densities = ALLOCATIONS.get(allocation)(shapes, density)
     out: dict[str, SparseLinear] = {}
     for (name, linear), d in zip(chosen, densities):
         shape = (linear.out_features, linear.in_features)

@@ -49,6 +49,7 @@ class STELinear(SparseLinear):
     m: int
     layout: str
     decay: float
+    dense_master_weights = True
 
     @classmethod
     def from_nm(

@@ -17,7 +17,7 @@ from .._validation import check_density
 from ..registry import Registry
 from .initial import _check_shape
 
-__all__ = ["ALLOCATIONS", "allocate", "erk", "uniform"]
+__all__ = ["ALLOCATIONS", "allocate", "check_no_empty_layer", "erk", "link_counts", "uniform"]
 
 AllocationFn = Callable[..., list[float]]
 
@@ -101,3 +101,55 @@ def allocate(
         [0.5]
     """
     return ALLOCATIONS.get(name)(shapes, density, **kwargs)
+
+
+def link_counts(name: str | AllocationFn, shapes: Sequence[Sequence[int]], density: float) -> list[int]:
+    """Links of each layer at global ``density``: ``round(d_l * out * in)``, as the initial topologies place them.
+
+    Example:
+        >>> link_counts("uniform", [(16, 8), (1, 8)], 0.01)
+        [1, 0]
+    """
+    checked = _check_shapes(shapes)
+    return [round(d * o * i) for d, (o, i) in zip(allocate(name, checked, density), checked)]
+
+
+def _smallest_density_with_a_link(name: str | AllocationFn, shapes: Sequence[Sequence[int]], index: int) -> str:
+    """The smallest global density, as short text, at which layer ``index`` gets at least one link."""
+    works = lambda d: link_counts(name, shapes, d)[index] >= 1  # noqa: E731  (monotone in d)
+    lo, hi = 0.0, 1.0
+    for _ in range(80):  # bisection to float precision
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if works(mid) else (mid, hi)
+    # 3 significant digits, rounded up so that the printed value works and 1% less does not
+    exponent = math.floor(math.log10(hi)) - 2
+    text = f"{math.ceil(hi / 10.0**exponent) * 10.0**exponent:.3g}"
+    return text if works(float(text)) else repr(hi)
+
+
+def check_no_empty_layer(
+    names: Sequence[str], shapes: Sequence[Sequence[int]], density: float, allocation: str | AllocationFn = "uniform"
+) -> None:
+    """Raises ``ValueError`` if ``density`` would leave a layer with 0 links (it would train at chance, silently).
+
+    The message names the layer, its shape and the smallest density that gives it a link.
+
+    Example:
+        >>> check_no_empty_layer(["fc1", "fc2"], [(16, 8), (1, 8)], 0.01)
+        Traceback (most recent call last):
+        ...
+        ValueError: density 0.01 gives sparse layer 'fc2' of shape (out, in) = (1, 8) 0 links (8 weights at layer \
+density 0.01, allocation 'uniform'); the smallest density that gives it a link is 0.0626; raise the density or leave \
+the layer dense with filter_fn
+    """
+    checked = _check_shapes(shapes)
+    for i, ((o, n_in), links) in enumerate(zip(checked, link_counts(allocation, checked, density))):
+        if links < 1:
+            layer_density = allocate(allocation, checked, density)[i]
+            alloc = allocation if isinstance(allocation, str) else getattr(allocation, "__name__", repr(allocation))
+            raise ValueError(
+                f"density {density:g} gives sparse layer {names[i]!r} of shape (out, in) = {(o, n_in)} 0 links "
+                f"({o * n_in} weights at layer density {layer_density:.3g}, allocation {alloc!r}); the smallest "
+                f"density that gives it a link is {_smallest_density_with_a_link(allocation, checked, i)}; raise the "
+                "density or leave the layer dense with filter_fn"
+            )
