@@ -2,7 +2,7 @@
 
 sparsebrain train --config configs/fmnist_mlp.yaml --sparsity.method chts --sparsity.density 0.01 --seed 1
 sparsebrain compare --config configs/fmnist_mlp.yaml --methods dense,set,rigl,chts,chtss --seeds 0,1,2
-sparsebrain retrain --from runs/fmnist_vit/dense_d0.05_s0 --to 2:4 --method chts24 --train.epochs 5
+sparsebrain retrain --from runs/fmnist_vit/vit-dense_d1_s0 --to 2:4 --method chts24 --train.epochs 5
 sparsebrain report runs/fmnist_mlp
 sparsebrain list
 """
@@ -10,12 +10,14 @@ sparsebrain list
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,13 +48,27 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     return _run_and_print(cfg, Path(args.run_dir) if args.run_dir else default_run_dir(cfg), args)
 
 
+@contextlib.contextmanager
+def _warnings_as_notes() -> Iterator[None]:
+    """Shows warnings as ``sparsebrain: warning: ...`` lines, without the source line Python adds."""
+    import warnings
+
+    def show(message: Warning | str, *args: object, **kwargs: object) -> None:
+        print(f"sparsebrain: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def _run_and_print(cfg: Any, run_dir: Path, args: argparse.Namespace) -> int:
     from .experiments.config import ConfigError
     from .experiments.trainer import Interrupted, RunError, train
 
     command = " ".join(shlex.quote(a) for a in ["sparsebrain", *sys.argv[1:]])
     try:
-        summary = train(cfg, run_dir, resume=args.resume, quiet=args.quiet, command=command)
+        with _warnings_as_notes():
+            summary = train(cfg, run_dir, resume=args.resume, quiet=args.quiet, command=command)
     except (ConfigError, RunError) as e:
         return _fail(str(e))
     except Interrupted as e:
@@ -63,8 +79,11 @@ def _run_and_print(cfg: Any, run_dir: Path, args: argparse.Namespace) -> int:
     def shown(v: float) -> str:
         return f"{100 * v:.2f}%" if key.endswith("acc") else f"{v:.4g}"
 
+    sel = summary["selection"]
+    at = f"{shown(m[key + '_at_best_val'])} at the best {sel['metric']}, epoch {sel['epoch']:g}"
+    best = f"best {shown(m['best_' + key])}" if sel["metric"] == key else at
     print(
-        f"finished {run_dir}: {key} {shown(m[key])} (best {shown(m['best_' + key])}), "
+        f"finished {run_dir}: {key} {shown(m[key])} ({best}), "
         f"density {summary['final_density']:.4f}, ANP {summary['anp']:.3f}, {summary['wall_time_s']:.1f} s"
     )
     ref = summary.get("init_from")
@@ -85,7 +104,7 @@ def retrain_overrides(method: str, pattern: str, layout: str, source: str) -> di
     for retraining.
 
     Example:
-        >>> retrain_overrides("chts24", "2:4", "transposable", "runs/vit/dense_d0.05_s0")["sparsity.density"]
+        >>> retrain_overrides("chts24", "2:4", "transposable", "runs/vit/vit-dense_d1_s0")["sparsity.density"]
         0.5
     """
     from .dst.methods import resolve_method
@@ -199,8 +218,8 @@ def _auto_jobs(n: int, device: str) -> int:
 def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     from .dst.methods import METHODS
     from .experiments.config import ConfigError, config_to_dict, load_config
-    from .experiments.io import atomic_write_text
-    from .experiments.trainer import run_name
+    from .experiments.io import RunError, atomic_write_text
+    from .experiments.trainer import run_leaf
 
     try:
         methods = _split_methods(args.methods)
@@ -227,25 +246,53 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     grid = [(m, d, s) for (m, d, s) in grid if m != "dense" or d == densities[0]]
     jobs = args.jobs if args.jobs else _auto_jobs(len(grid), base.train.device)
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    # Each run's config, built exactly as its `train` process builds it (the same config file and overrides), names
+    # its directory and decides whether a run already there can be reused.
+    runs: dict[tuple[str, float, int], tuple[Path, list[str]]] = {}
+    configs = []
+    for spec, density, seed in grid:
+        method, options = parse_method(spec)
+        overrides = ["--sparsity.method", method, "--sparsity.density", repr(density), "--seed", str(seed)]
+        if options:
+            merged = {**base.sparsity.options, **options}
+            overrides += ["--sparsity.options", json.dumps(merged), "--sparsity.label", json.dumps(spec)]
+        if base.train.threads is None:
+            overrides += ["--train.threads", str(threads)]
+        try:
+            cfg = load_config(grid_cfg, overrides)
+        except ConfigError as e:
+            return _fail(f"{spec} at density {density:g}, seed {seed}: {e}")
+        run_dir = out / run_leaf(cfg)
+        if same := [job for job, (d, _) in runs.items() if d == run_dir]:
+            return _fail(
+                f"runs {same[0][0]!r} and {spec!r} would share the run directory {str(run_dir)!r}: a "
+                "sparsity.label given to compare names every method; drop it, or compare one method at a time"
+            )
+        runs[(spec, density, seed)] = (run_dir, overrides)
+        configs.append(cfg)
+    stale = [(d, why) for (d, _), cfg in zip(runs.values(), configs) if (why := _not_reusable(d, cfg))]
+    if stale and not args.rerun:
+        return _fail(
+            "; ".join(f"run directory {str(d)!r} {why}" for d, why in stale)
+            + ". Pass --rerun to delete such runs and run them again, or choose another --out"
+        )
+    for run_dir, why in stale:
+        try:
+            _clear_run_dir(run_dir)
+        except (RunError, OSError) as e:
+            return _fail(f"cannot replace {str(run_dir)!r}: {e}")
+        print(f"  {run_dir.name}: {why}; deleted, running it again")
     print(f"compare: {len(grid)} runs ({', '.join(methods)} x seeds {seeds} x densities {densities}), {jobs} at once")
 
     def run_one(job: tuple[str, float, int]) -> tuple[Path, int, float]:
-        spec, density, seed = job
-        method, options = parse_method(spec)
-        run_dir = out / f"{run_name(spec)}_d{density:g}_s{seed}"
-        if (run_dir / "summary.json").exists():
+        run_dir, overrides = runs[job]
+        if (run_dir / "summary.json").exists():  # a finished run of the same config (checked above)
             return run_dir, 0, 0.0
         run_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             sys.executable, "-m", "sparsebrain", "train", "--config", str(grid_cfg), "--run-dir", str(run_dir),
-            "--resume", "--quiet", "--sparsity.method", method, "--sparsity.density", repr(density),
-            "--seed", str(seed),
+            "--resume", "--quiet", *overrides,
         ]  # fmt: skip
-        if options:
-            merged = {**base.sparsity.options, **options}
-            cmd += ["--sparsity.options", json.dumps(merged), "--sparsity.label", json.dumps(spec)]
-        if base.train.threads is None:
-            cmd += ["--train.threads", str(threads)]
         t0 = time.perf_counter()
         with open(run_dir / "train.log", "a") as log:
             code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
@@ -264,6 +311,48 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     return code
 
 
+def _not_reusable(run_dir: Path, cfg: Any) -> str | None:
+    """Why the run in ``run_dir`` cannot serve as the run of ``cfg`` (None: it can, or there is none to reuse).
+
+    A finished run counts only if its ``config.yaml`` is ``cfg`` and an unfinished one only if its checkpoint was made
+    with ``cfg``, up to :data:`~sparsebrain.experiments.trainer.EXECUTION_ONLY` settings (threads, device).
+    """
+    from .experiments.config import ConfigError, load_config
+    from .experiments.trainer import CHECKPOINT, CONFIG, SUMMARY, RunError, config_changes, read_run_checkpoint
+
+    if (run_dir / SUMMARY).exists():
+        try:
+            saved = load_config(run_dir / CONFIG)
+        except ConfigError as e:
+            return f"holds a finished run whose {CONFIG} cannot be read ({e})"
+        changed = config_changes(saved, cfg)
+        return f"holds a finished run of another config (differs in {', '.join(changed)})" if changed else None
+    if (run_dir / CHECKPOINT).exists():
+        try:
+            saved = read_run_checkpoint(run_dir / CHECKPOINT)["config"]
+        except RunError as e:
+            return f"holds an unfinished run whose checkpoint cannot be used ({e})"
+        changed = config_changes(saved, cfg)
+        return f"holds an unfinished run of another config (differs in {', '.join(changed)})" if changed else None
+    return None
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """Deletes what ``run_dir`` holds (under its lock, so never under a process writing it)."""
+    import shutil
+
+    from .experiments.io import LOCK, lock_run_dir
+
+    with lock_run_dir(run_dir):
+        for entry in run_dir.iterdir():
+            if entry.name == LOCK:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # report
 
@@ -280,7 +369,7 @@ def _load_published(path: str | None) -> dict[str, float] | None:
 
 
 def _report(paths: list[str], out: Path, published: str | None, title: str = "sparsebrain report") -> int:
-    from .experiments.report import build_report, collect_runs, markdown_table, summarize
+    from .experiments.report import build_report, collect_runs, markdown_table, summarize, table_caption
 
     try:
         pub = _load_published(published)
@@ -288,7 +377,9 @@ def _report(paths: list[str], out: Path, published: str | None, title: str = "sp
         report = build_report(paths, out, title=title, published=pub)
     except (ValueError, OSError, ImportError) as e:
         return _fail(str(e))
-    print(markdown_table(summarize(runs), pub))
+    rows = summarize(runs)
+    print(markdown_table(rows, pub))
+    print(table_caption(rows))  # what the numbers are, so the printed table can be read alone
     print(f"report: {report}")
     return 0
 
@@ -308,16 +399,23 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     from .data import DATASETS
     from .data.text import CORPORA
     from .dst import DENSITY_SCHEDULES, METHODS, REGROWTHS, REMOVALS, TEMPERATURE_SCHEDULES, ZETA_SCHEDULES
+    from .dst.methods import _SAMPLINGS, NM_INITS
+    from .experiments.tasks.sequence import SEQUENCE_DATA
     from .models import MODELS
     from .topology import ALLOCATIONS, INITS, LINK_PREDICTORS
+    from .topology.nm import LAYOUTS
 
+    presets = sorted({m.pattern for m in METHODS.values() if m.pattern}, key=lambda p: tuple(map(int, p.split(":"))))
     sections = {
         "methods": sorted(METHODS),
         "removal rules": REMOVALS.names(),
         "regrowth rules": REGROWTHS.names(),
-        "regrowth sampling": ["topk", "multinomial", "uniform"],
+        "regrowth sampling": list(_SAMPLINGS),
         "link predictors": LINK_PREDICTORS.names(),
         "initial topologies": INITS.names(),
+        "N:M initial topologies": list(NM_INITS),
+        "N:M patterns": [f"any N:M with 1 <= N < M (presets: {', '.join(presets)})"],
+        "N:M layouts": list(LAYOUTS),
         "density allocations": ALLOCATIONS.names(),
         "density schedules": DENSITY_SCHEDULES.names(),
         "zeta schedules": ZETA_SCHEDULES.names(),
@@ -326,9 +424,11 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
         "datasets": DATASETS.names(),
         "text corpora (llama)": CORPORA.names(),
         "parallel text (seq2seq)": ["bible_en_es"],
+        "sequence data (rsgn, seq_*)": sorted(SEQUENCE_DATA),
     }
+    width = max(len(title) for title in sections) + 2
     for title, names in sections.items():
-        print(f"{title + ':':<26}{', '.join(names)}")
+        print(f"{title + ':':<{width}}{', '.join(names)}")
     return 0
 
 
@@ -336,16 +436,19 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(
         prog="sparsebrain",
         allow_abbrev=False,  # so that a dotted override like --seed is never taken for --seeds
         description="Brain-inspired dynamic sparse training: train, compare methods over seeds, report.",
         epilog="Any config key can be overridden with a dotted option, e.g. --train.epochs 10 --sparsity.density 0.01",
     )
+    p.add_argument("--version", action="version", version=f"sparsebrain {__version__}")
     sub = p.add_subparsers(dest="command", metavar="{train,retrain,compare,report,list}")
     t = sub.add_parser("train", allow_abbrev=False, help="train one run from a YAML config plus dotted overrides")
     t.add_argument("--config", help="YAML config (default: the built-in digits MLP job)")
-    t.add_argument("--run-dir", help="run directory (default OUT_DIR/NAME/METHOD_dDENSITY_sSEED)")
+    t.add_argument("--run-dir", help="run directory (default OUT_DIR/NAME/MODEL-METHOD_dDENSITY_sSEED)")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     t.add_argument("--quiet", action="store_true", help="no progress output")
@@ -359,7 +462,7 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("--layout", default="transposable", help="transposable (default) or rowwise")
     rt.add_argument("--method", default="chts24", help="chts24 (default), asp, srste, ... (any method)")
     rt.add_argument("--config", help="YAML config (default: the source run's config.yaml)")
-    rt.add_argument("--run-dir", help="run directory (default OUT_DIR/NAME_retrain/METHOD_dDENSITY_sSEED)")
+    rt.add_argument("--run-dir", help="run directory (default OUT_DIR/NAME_retrain/MODEL-METHOD_dDENSITY_sSEED)")
     rt.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     rt.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     rt.add_argument("--quiet", action="store_true", help="no progress output")
@@ -375,6 +478,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, default=0, help="runs at once (default: auto; several on a GPU)")
     c.add_argument("--out", help="output directory (default OUT_DIR/NAME)")
     c.add_argument("--published", help="YAML mapping method -> published accuracy %%, shown beside ours")
+    c.add_argument("--rerun", action="store_true", help="delete and run again the runs in --out of another config")
     r = sub.add_parser("report", allow_abbrev=False, help="markdown table and plots from run directories")
     r.add_argument("run_dirs", nargs="+", help="run directories, or directories holding them")
     r.add_argument("--out", help="report directory (default FIRST_RUN_DIR/report)")
@@ -397,7 +501,17 @@ def main(argv: list[str] | None = None) -> int:
         "report": _cmd_report,
         "list": _cmd_list,
     }
-    return handler[args.command](args, extra)
+    try:
+        return handler[args.command](args, extra)
+    except KeyboardInterrupt:
+        # Ctrl-C before the training loop guards against it (loading data, building the model) or after it: no
+        # checkpoint is half-written, so one line and the shell's code for SIGINT, not a traceback
+        print(
+            "sparsebrain: interrupted; run the same command again (add --resume where a run directory holds a "
+            "checkpoint)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

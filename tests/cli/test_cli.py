@@ -69,7 +69,7 @@ def test_compare_and_report(tmp_path: Path) -> None:
     out = sb("compare", *TINY, "--train.epochs", "2", "--methods", "dense,set", "--seeds", "0,1",
              "--sparsity.density", "0.2", "--out", str(tmp_path / "cmp"))  # fmt: skip
     runs = sorted(p.name for p in (tmp_path / "cmp").iterdir() if (p / "summary.json").exists())
-    assert runs == ["dense_d0.2_s0", "dense_d0.2_s1", "set_d0.2_s0", "set_d0.2_s1"]
+    assert runs == ["mlp-dense_d0.2_s0", "mlp-dense_d0.2_s1", "mlp-set_d0.2_s0", "mlp-set_d0.2_s1"]
     assert "| dense" in out.stdout and "| set" in out.stdout
     report = tmp_path / "cmp" / "report" / "report.md"
     assert report.exists() and "accuracy.png" in report.read_text()
@@ -246,3 +246,125 @@ def test_text_task_bad_input(tmp_path: Path) -> None:
              "--run-dir", str(tmp_path / "c"), check=False)  # fmt: skip
     assert out.returncode != 0 and "vocab size" in out.stderr and "400" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "c" / "summary.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# in-process: main() returns the exit code and writes the one-line error to stderr
+
+SMALL = ["--data.name", "synthetic", "--model.hidden", "[16]", "--train.batch_size", "256", "--quiet"]
+
+
+def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from sparsebrain.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import sparsebrain
+    from sparsebrain.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out == f"sparsebrain {sparsebrain.__version__}\n"
+
+
+def test_list_shows_nm_inits_patterns_layouts_and_sequence_data(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _main(capsys, "list")
+    assert code == 0
+    lines = dict(line.split(": ", 1) for line in out.splitlines())  # "N:M layouts:   transposable, ..."
+    assert "nm_random" in lines["N:M initial topologies"] and "nm_magnitude" in lines["N:M initial topologies"]
+    assert "2:4" in lines["N:M patterns"] and "1:4" in lines["N:M patterns"]
+    assert "transposable" in lines["N:M layouts"] and "rowwise" in lines["N:M layouts"]
+    seq = next(v for k, v in lines.items() if k.startswith("sequence data"))
+    assert "rsgn_hierarchical" in seq and "rsgn_long_range" in seq
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--train.momentum", "-0.5"], r"'train.momentum' must be a number in \[0, 1\)"),
+        (["--train.weight_decay", "-1"], r"'train.weight_decay' must be a number >= 0"),
+        (["--seed", str(2**63)], r"'seed' must be an integer in \[0, 2\^63 - 1\]"),
+        (["--data.split_seed", "-1"], r"'data.split_seed' must be an integer in \[0, 2\^63 - 1\]"),
+        (["--model.options", "{foo: 1}"], r"unknown option 'foo' for model 'mlp'"),
+        (["--model.hidden", "[]"], r"'model.hidden' must be a non-empty list"),
+        (["--model.hidden", "[64,64"], r"override --model.hidden '\[64,64' is not valid YAML"),
+        (["--sparsity.options", "{temperature: [.nan, 1]}"], "temperature must be a pair of finite numbers"),
+        (["--train.grad_clip", ".inf"], "'train.grad_clip' must be a finite number"),
+        (["--data.name", "mnist_idx", "--data.path", "null"], "'data.path' must be set for data.name 'mnist_idx'"),
+        (["--epochs", "3"], "unknown config key 'epochs'.*Did you mean 'train.epochs'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], message: str
+) -> None:
+    import re
+
+    code, _, err = _main(capsys, "train", *SMALL, *args, "--run-dir", str(tmp_path / "run"))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("sparsebrain: error: "), err
+    assert re.search(message, err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_non_utf8_config_file_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    code, _, err = _main(capsys, "train", "--config", str(bad), "--print-config")
+    assert code == 2 and err.count("\n") == 1 and "must be UTF-8 text" in err and str(bad) in err
+
+
+@pytest.mark.parametrize("where", ["sparsebrain.experiments.config.load_config", "sparsebrain.data.load_dataset"])
+def test_interrupt_during_start_up_is_one_line_and_exit_130(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(where, interrupted)
+    code, _, err = _main(capsys, "train", *SMALL, "--train.epochs", "1", "--run-dir", str(tmp_path / "run"))
+    assert code == 130
+    assert err.count("\n") == 1 and err.startswith("sparsebrain: interrupted"), err
+
+
+def test_seed_at_the_top_of_the_int64_range_trains(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    code, _, err = _main(capsys, "train", *SMALL, "--train.epochs", "2", "--sparsity.method", "set",
+                         "--sparsity.update_interval", "5", "--seed", str(2**63 - 1), "--run-dir", str(run))  # fmt: skip
+    assert code == 0, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["seed"] == 2**63 - 1 and summary["status"] == "finished"
+    assert any(e["event"] == "topology" for e in _events(run))  # the sparsifier's generator took the seed too
+
+
+def test_the_command_imports_torch_only_inside_main() -> None:
+    # a Ctrl-C during torch's import (seconds) must land inside main(), which turns it into one line
+    code = "import sys, sparsebrain, sparsebrain.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_sigint_while_reading_input_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    import errno
+    import os
+
+    fifo = tmp_path / "published.yaml"
+    os.mkfifo(fifo)  # the command blocks reading it, inside main()
+    proc = subprocess.Popen([sys.executable, "-m", "sparsebrain", "report", str(tmp_path), "--published", str(fifo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 60
+    while True:  # a writer can open the FIFO only once the reader has: then the command is waiting in main()
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            break
+        except OSError as e:
+            assert e.errno == errno.ENXIO and time.time() < deadline and proc.poll() is None
+            time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and err.startswith("sparsebrain: interrupted"), err

@@ -20,6 +20,7 @@ from sparsebrain.experiments.report import (
     markdown_table,
     metric_spec,
     summarize,
+    table_caption,
     time_axis,
 )
 
@@ -56,6 +57,7 @@ def write_run(
     finished: bool = True,
     shapes: dict[str, tuple[int, int]] = SHAPES,
     lm: bool = False,
+    selected: bool = True,
     regrowth: str | bool | None = False,
 ) -> Path:
     """One run directory: config.yaml, metrics.jsonl (eval + topology events), summary.json if finished.
@@ -65,7 +67,10 @@ def write_run(
 
     With ``lm`` it is a language-model run as the trainer writes one: ``acc`` is then the final validation
     perplexity, the summary names ``"metric": "val_ppl"``, and evaluations every 10 steps of a 13-step epoch fall at
-    fractional epochs. Without it, a classification summary written before summaries named their metric.
+    fractional epochs. Without it, a classification summary: with ``selected`` (the default) as the trainer writes it
+    now, with a validation split whose best evaluation (by ``val_acc``) holds a test accuracy of ``acc + 0.005``;
+    without ``selected``, one written before validation selection (and before summaries named their metric), whose
+    only best is ``best_test_acc`` (``acc + 0.005``: the maximum of the test accuracy itself).
     """
     run = root / (f"{method}_s{seed}" if method == "dense" else f"{method}_d{density:g}_s{seed}")
     run.mkdir(parents=True)
@@ -117,6 +122,8 @@ def write_run(
             values = {"val_loss": math.log(ppl), "val_ppl": ppl}
         else:
             values = {"test_loss": 1.1 / epoch, "test_acc": acc - 0.02 * (EPOCHS - epoch)}
+            if selected:
+                values = {"val_loss": 1.0 / epoch, "val_acc": acc - 0.01 * (EPOCHS - epoch), **values}
         lines.append(
             {
                 "event": "eval",
@@ -155,6 +162,14 @@ def write_run(
             "steps": EPOCHS * steps_per_epoch,
             "metrics": {"test_acc": acc, "best_test_acc": acc + 0.005, "test_loss": 0.3, "train_loss": 0.2},
         }
+        if selected and not lm:  # what the trainer writes for classification (see trainer._summary)
+            summary |= {
+                "metric": "test_acc",
+                "selection": {"metric": "val_acc", "step": EPOCHS * steps_per_epoch, "epoch": float(EPOCHS)},
+                "metrics": {"train_loss": 0.2, "val_loss": 0.25, "val_acc": acc + 0.01, "test_loss": 0.3,
+                            "test_acc": acc, "best_val_acc": acc + 0.01, "test_acc_at_best_val": acc + 0.005},
+                "data": {"train_size": 90, "val_size": 10, "test_size": 25, "num_classes": 5},
+            }  # fmt: skip
         if lm:  # what the trainer writes for a language model (see trainer._summary)
             summary |= {
                 "name": "toy_lm",
@@ -220,7 +235,9 @@ def test_summarize_mean_and_sample_std(runs_root: Path) -> None:
     assert chtss.seeds == (0, 1, 2) and chtss.n_seeds == 3
     assert chtss.test_acc.mean == pytest.approx(91.0) and chtss.test_acc.std == pytest.approx(1.0)
     assert set_.test_acc.mean == pytest.approx(87.0) and set_.test_acc.std == pytest.approx(2.0)  # ddof=1
-    assert set_.best_test_acc.mean == pytest.approx(87.5) and set_.best_test_acc.std == pytest.approx(2.0)
+    best = set_.test_acc_at_best_val  # the test accuracy at the best validation evaluation
+    assert best is not None and best.mean == pytest.approx(87.5) and best.std == pytest.approx(2.0)
+    assert set_.selection == "val_acc" and set_.unselected == 0
     assert chtss.final_density.mean == pytest.approx(0.051) and chtss.final_density.std == pytest.approx(0.001)
     assert chtss.wall_time_s == Stat(pytest.approx(20.0), pytest.approx(10.0), 3)
     assert dense.anp == Stat(1.0, 0.0, 3) and dense.final_density.mean == 1.0
@@ -236,7 +253,8 @@ def test_row_order_follows_path_order(runs_root: Path) -> None:
 def test_markdown_table_text(runs_root: Path) -> None:
     rows = summarize(collect_runs([runs_root]))
     lines = markdown_table(rows).splitlines()
-    assert lines[0] == "| method | density | seeds | accuracy % | best acc % | final density | ANP | wall time s |"
+    best = "test acc % at best val acc"
+    assert lines[0] == f"| method | density | seeds | accuracy % | {best} | final density | ANP | wall time s |"
     assert lines[1] == "|---|---:|---:|---:|---:|---:|---:|---:|"
     assert lines[2] == "| dense | 1 | 3 | 94.00 ± 1.00 | 94.50 ± 1.00 | 1.0000 ± 0.0000 | 1.000 ± 0.000 | 20.0 ± 10.0 |"
     single = "| chtss | 0.2 | 1 | 92.50 ± 0.00 | 93.00 ± 0.00 | 0.2000 ± 0.0000 | 0.900 ± 0.000 | 10.0 ± 0.0 |"
@@ -428,10 +446,9 @@ def test_mixed_metrics_raise_naming_both_runs(tmp_path: Path) -> None:
 
 def test_missing_metric_key_means_test_acc(tmp_path: Path) -> None:
     # An older summary (no "metric") next to a newer classification summary that names it: one metric, no error.
-    write_run(tmp_path, "set", 0.05, 0, 0.8, 1.0)
+    write_run(tmp_path, "set", 0.05, 0, 0.8, 1.0, selected=False)
     newer = write_run(tmp_path, "set", 0.05, 1, 0.9, 1.0)
-    summary = json.loads((newer / "summary.json").read_text())
-    (newer / "summary.json").write_text(json.dumps(summary | {"metric": "test_acc"}))
+    assert json.loads((newer / "summary.json").read_text())["metric"] == "test_acc"
     (row,) = summarize(collect_runs([tmp_path]))
     assert row.metric == "test_acc" and row.value.mean == pytest.approx(85.0)
 
@@ -601,3 +618,97 @@ def test_trainer_records_the_regrowth_rule_and_fan_degrees(tmp_path: Path) -> No
         layer = summary["layers"]["layers.0"]  # 64 inputs -> 16 hidden
         assert sum(layer["fan_out_hist"]) == 64 and sum(layer["fan_in_hist"]) == 16
         assert json.loads((tmp_path / method / "summary.json").read_text())["regrowth"] == rule
+
+
+# ------------------------------------------------------------------------------------------ validation selection
+
+
+def test_caption_says_what_the_table_shows(runs_root: Path, report: Path) -> None:
+    caption = table_caption(summarize(collect_runs([runs_root])))
+    lines = caption.splitlines()
+    assert lines[0].startswith(
+        "- mlp on toy (90 training, 10 validation, 25 test examples); 4 epochs (40 steps), 4 evaluations; "
+        "seeds 0, 1, 2."
+    )
+    assert "- `accuracy %`: the test accuracy in percent at the last evaluation." in lines
+    assert lines[2].startswith(
+        "- `test acc % at best val acc`: the test accuracy at the evaluation of highest validation accuracy"
+    )
+    assert "the test split never picks the evaluation" in caption and "n/a" not in caption
+    assert caption in report.read_text()
+
+
+def test_summaries_without_validation_selection_show_na_not_their_test_maximum(tmp_path: Path) -> None:
+    for seed in range(2):
+        write_run(tmp_path / "old", "set", 0.05, seed, 0.8, 1.0, selected=False)
+    (row,) = summarize(collect_runs([tmp_path / "old"]))
+    assert row.best is None and row.unselected == 2 and row.selection is None
+    header, _, line = markdown_table([row]).splitlines()
+    assert "| accuracy % | test acc % at best validation |" in header
+    assert "| 80.00 ± 0.00 | n/a |" in line and "80.50" not in line  # best_test_acc (80.5) is not shown
+    caption = table_caption([row])
+    assert "n/a in `test acc % at best validation`: 2 of 2 runs" in caption and "test split itself" in caption
+    # One newer seed beside an older one: still n/a for the row, never a mean of two kinds of number.
+    write_run(tmp_path / "mixed", "set", 0.05, 0, 0.8, 1.0)
+    write_run(tmp_path / "mixed", "set", 0.05, 1, 0.8, 1.0, selected=False)
+    (row,) = summarize(collect_runs([tmp_path / "mixed"]))
+    assert row.best is None and row.unselected == 1 and row.selection == "val_acc"
+    assert "| n/a |" in markdown_table([row]) and "1 of 2 runs" in table_caption([row])
+
+
+def test_selection_falls_back_to_the_eval_events(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "set", 0.05, 0, 0.8, 1.0)
+    summary = json.loads((run / "summary.json").read_text())
+    del summary["metrics"]["test_acc_at_best_val"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    (row,) = summarize(collect_runs([tmp_path]))
+    assert row.best is not None and row.best.mean == pytest.approx(80.0)  # val_acc peaks at the last evaluation
+
+
+def test_older_summaries_are_judged_at_their_final_density(tmp_path: Path) -> None:
+    # An LM summary from before selection: its best_val_ppl (final / 1.05, at the third evaluation) came from an
+    # evaluation at 5x the final density here, so the report reads the events and keeps the final-density ones.
+    run = write_run(tmp_path, "chtss", 0.1, 0, 70.0, 1.0, lm=True)
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    densities = iter([0.5, 0.5, 0.5, 0.1])
+    for e in events:
+        if e["event"] == "eval":
+            e["density"] = next(densities)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    (row,) = summarize(collect_runs([tmp_path]))
+    assert row.best is not None and row.best.mean == pytest.approx(70.0)  # the one evaluation at density 0.1
+
+
+def test_lm_caption_says_the_validation_metric_selects_itself(lm_root: Path) -> None:
+    rows = summarize(collect_runs([lm_root]))
+    assert rows[0].selection == "val_ppl" and rows[0].unselected == 0  # older LM summaries: selected on validation
+    caption = table_caption(rows)
+    assert "`best val ppl`: the lowest validation perplexity over the evaluations at the run's final density" in caption
+    assert "no separate test split" in caption and "n/a" not in caption
+    assert "llama:llama-tiny on toy_text (1000 training, 100 validation tokens); 3.08 epochs (40 steps)" in caption
+
+
+def test_caption_says_when_a_decaying_density_reaches_its_target(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "chtss", 0.05, 0, 0.9, 1.0)
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    densities = iter([0.5, 0.2, 0.0502, 0.05])  # a sigmoid-like decay; exact link counts land near the target
+    for e in events:
+        if e["event"] == "eval":
+            e["density"] = next(densities)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    caption = table_caption(summarize(collect_runs([tmp_path])))
+    assert (
+        "- chtss starts denser than its target: density 0.5 at the first evaluation, 0.05 first at epoch 3 of 4 "
+        "(2 of 4 evaluations at the target density, the only ones its best is picked from)."
+    ) in caption.splitlines()
+
+
+def test_printed_report_table_carries_its_caption(
+    runs_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sparsebrain.cli import main
+
+    assert main(["report", str(runs_root), "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "| test acc % at best val acc |" in out
+    assert "- `test acc % at best val acc`: the test accuracy at the evaluation of highest validation accuracy" in out

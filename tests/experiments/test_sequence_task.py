@@ -37,9 +37,13 @@ def test_cli_trains_rsgn_and_reports_active_fraction(tmp_path: Path) -> None:
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["model"] == "rsgn" and summary["metric"] == "test_acc"
     m = summary["metrics"]
-    assert 0 <= m["test_acc"] <= 1 and "best_test_acc" in m
+    assert 0 <= m["test_acc"] <= 1 and 0 <= m["val_acc"] <= 1 and "best_test_acc" not in m
+    assert summary["selection"]["metric"] == "val_acc" and m["best_val_acc"] == m["val_acc"]  # one evaluation
+    assert m["test_acc_at_best_val"] == m["test_acc"]
     assert 0 < m["active_fraction"] <= 0.1 + 1e-6  # the sparse variant keeps at most 10% of nodes active
-    assert summary["data"]["train_size"] == 4000 and summary["data"]["test_size"] == 1000
+    # a tenth of each of the 20 classes of the 4000 training sequences is held out for validation
+    assert summary["data"]["train_size"] == 3600 and summary["data"]["val_size"] == 400
+    assert summary["data"]["test_size"] == 1000
     tiny = RSGN(32, 20, num_nodes=32, hidden=16, rank=8, steps=2, num_neighbors=4)
     assert summary["data"]["parameters"] == sum(p.numel() for p in tiny.parameters())
     assert summary["layers"] == {} and summary["density"] == 1.0  # method dense: nothing sparsified
@@ -94,7 +98,9 @@ def test_baseline_task_has_no_slow_learning(tmp_path: Path) -> None:
     task = build_task(_cfg(**{"model.name": "seq_bilstm", "model.options": {"hidden": 8}}), torch.device("cpu"),
                       tmp_path, make_hierarchical(0, n=200))  # fmt: skip
     task.after_step(torch.tensor(1.0))  # a no-op for baselines
-    assert isinstance(task.model, MODELS.get("seq_bilstm")) and task.steps_per_epoch == 160 // 16
+    # 160 training sequences of 20 classes: one of each class is held out for validation, 140 train
+    assert isinstance(task.model, MODELS.get("seq_bilstm")) and task.steps_per_epoch == 140 // 16
+    assert len(task.x_val) == 20 and torch.equal(task.y_val.sort().values, torch.arange(20))
 
 
 @pytest.mark.parametrize("model", ["rsgn", "seq_mlp", "seq_transformer", "seq_sparse_transformer", "seq_bilstm"])
@@ -127,7 +133,7 @@ def test_rsgn_task_anneals_per_epoch_and_rewires_at_each_epoch_end(
 
     monkeypatch.setattr(RSGN, "start_epoch", start)
     monkeypatch.setattr(RSGN, "end_epoch", end)
-    small = make_hierarchical(0, n=200)  # 160 training sequences
+    small = make_hierarchical(0, n=200)  # 160 training sequences, 140 after the validation split
     cfg = _cfg(**{"train.epochs": 3, "train.batch_size": 64, "train.eval_interval": 2})  # 2 steps per epoch
     train(cfg, tmp_path / "run", quiet=True, dataset=small)
     assert ends == [2, 4, 6]

@@ -45,6 +45,9 @@ class DataConfig:
     # minilm with name "file": a UTF-8 text file of sentences, one per line
     test_fraction: float = 0.2  # held-out share for sets without an official test split
     split_seed: int = 0  # seed of that split (kept apart from the training seed: every run sees the same split)
+    # classification and sequence classification: share of each class of the training data held out as the
+    # validation split that picks the best evaluation (drawn with split_seed; never trained on)
+    val_fraction: float = 0.1
     vocab_size: int = 8000  # text tasks: BPE vocabulary trained on the training split
     seq_len: int = 256  # language modelling: tokens per training sequence
     max_len: int = 128  # translation: longest sentence kept, in tokens; minilm: tokens kept per sentence
@@ -130,6 +133,7 @@ class ExperimentConfig:
         need(t.checkpoint_every >= 1, "train.checkpoint_every", "an integer >= 1", t.checkpoint_every)
         need(t.threads is None or t.threads >= 1, "train.threads", "null or an integer >= 1", t.threads)
         need(0 < self.data.test_fraction < 1, "data.test_fraction", "in (0, 1)", self.data.test_fraction)
+        need(0 < self.data.val_fraction < 1, "data.val_fraction", "in (0, 1)", self.data.val_fraction)
         need(all(h >= 1 for h in self.model.hidden), "model.hidden", "a list of positive widths", self.model.hidden)
         need(0 <= self.model.dropout < 1, "model.dropout", "in [0, 1)", self.model.dropout)
         s = self.sparsity

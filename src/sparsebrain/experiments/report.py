@@ -8,7 +8,10 @@ read. The plots need matplotlib (``pip install matplotlib``), imported only when
 The table and the first plot follow the runs' headline metric, the summaries' top-level ``"metric"`` (``"test_acc"``
 when absent, as in summaries written before other tasks existed): test accuracy for classification, validation
 perplexity (``"val_ppl"``) for language models, BLEU for translation. :func:`higher_is_better` says which way each
-metric points; :func:`metric_spec` how it is shown.
+metric points; :func:`metric_spec` how it is shown. The table's "best" column is the headline metric at the
+evaluation that the run's selection metric (``"selection"`` in the summary: validation accuracy for classification)
+found best, never a maximum taken over the test split itself (see :attr:`Run.selection`); :func:`table_caption` says
+in words what the table shows.
 
 Example:
     >>> runs = collect_runs(["runs/fmnist_mlp"])  # doctest: +SKIP
@@ -34,6 +37,7 @@ __all__ = [
     "Row",
     "Run",
     "Stat",
+    "best_column",
     "build_report",
     "collect_runs",
     "headline_metric",
@@ -42,6 +46,7 @@ __all__ = [
     "metric_spec",
     "plot_files",
     "summarize",
+    "table_caption",
     "time_axis",
 ]
 
@@ -57,6 +62,11 @@ DEFAULT_METRIC = "test_acc"  # summaries written before the trainer had other ta
 
 
 # ----------------------------------------------------------------------------------------------------------- metrics
+
+
+def _is_validation(metric: str) -> bool:
+    """Whether a metric is measured on a validation split, from its name (``val_acc``, ``val_ppl``, ``valid_bleu``)."""
+    return metric.startswith(("val_", "valid_"))
 
 
 def higher_is_better(metric: str) -> bool:
@@ -190,6 +200,23 @@ class Run:
     def metric(self) -> str | None:
         """The summary's headline metric (``"test_acc"`` when it names none); ``None`` without a summary."""
         return None if self.summary is None else str(self.summary.get("metric") or DEFAULT_METRIC)
+
+    @property
+    def selection(self) -> str | None:
+        """The metric that picked the evaluation the run's best value is reported at, or ``None``.
+
+        A summary's ``selection.metric`` (``"val_acc"`` for classification). A summary written before summaries had a
+        ``selection`` picked its best on the headline metric itself: that is a validation selection when the headline
+        is a validation metric (``val_ppl``, ``valid_bleu``, ``valid_cos``: this returns it), and a selection on the
+        test split when it is a test metric (``best_test_acc`` was the maximum of the test accuracy: ``None``).
+        """
+        if self.summary is None:
+            return None
+        selection = self.summary.get("selection")
+        if isinstance(selection, dict) and selection.get("metric"):
+            return str(selection["metric"])
+        metric = self.metric
+        return metric if metric is not None and _is_validation(metric) else None
 
     def of_kind(self, event: str) -> list[dict[str, Any]]:
         """The events of one kind (``"eval"``, ``"topology"`` or ``"resume"``), in logged order."""
@@ -333,9 +360,11 @@ class Stat:
 class Row:
     """One line of the results table: the finished runs of one (method, density), aggregated over seeds.
 
-    ``value`` (the headline ``metric`` at the last evaluation) and ``best`` (its best over the evaluations) are in the
-    metric's display units (:class:`MetricSpec`: accuracy in percent, other metrics raw); ``anp`` and ``wall_time_s``
-    are ``None`` when no run reported them.
+    ``value`` (the headline ``metric`` at the last evaluation) and ``best`` (the headline metric at the evaluation
+    that ``selection``, the runs' :attr:`Run.selection`, found best) are in the metric's display units
+    (:class:`MetricSpec`: accuracy in percent, other metrics raw). ``best`` is ``None`` when some run has no
+    validation selection (``unselected`` counts them: summaries whose only best is a maximum over the test split);
+    ``anp`` and ``wall_time_s`` are ``None`` when no run reported them.
     """
 
     method: str
@@ -344,10 +373,12 @@ class Row:
     runs: tuple[Run, ...]
     metric: str
     value: Stat
-    best: Stat
+    best: Stat | None
     final_density: Stat
     anp: Stat | None
     wall_time_s: Stat | None
+    selection: str | None = None
+    unselected: int = 0
 
     @property
     def n_seeds(self) -> int:
@@ -357,19 +388,20 @@ class Row:
     def spec(self) -> MetricSpec:
         return metric_spec(self.metric)
 
-    # The names of ``value`` and ``best`` from when every report was a classification report.
+    # Classification names of ``value`` and ``best``.
     @property
     def test_acc(self) -> Stat:
-        return self._classification(self.value)
+        self._classification()
+        return self.value
 
     @property
-    def best_test_acc(self) -> Stat:
-        return self._classification(self.best)
+    def test_acc_at_best_val(self) -> Stat | None:
+        self._classification()
+        return self.best
 
-    def _classification(self, stat: Stat) -> Stat:
+    def _classification(self) -> None:
         if self.metric != DEFAULT_METRIC:
             raise AttributeError(f"this row's metric is {self.metric!r}, not test accuracy: use .value and .best")
-        return stat
 
 
 def _require(run: Run, *keys: str) -> Any:
@@ -408,16 +440,48 @@ def headline_metric(runs: Iterable[Run]) -> str:
     return metric
 
 
-def _best(run: Run, spec: MetricSpec) -> float:
-    """``metrics.best_<metric>`` of the summary, or, where an older summary lacks it, the best eval event's value."""
-    metrics = (run.summary or {}).get("metrics") or {}
-    best = metrics.get(f"best_{spec.name}")
-    if best is None:
-        values = [e[spec.name] for e in run.of_kind("eval") if e.get(spec.name) is not None]
-        best = (max if spec.higher_is_better else min)(values) if values else None
-    if best is None:
-        _require(run, "metrics", f"best_{spec.name}")  # raises, naming the file and the key
-    return float(best)
+_FINAL_DENSITY_TOLERANCE = 0.01  # as the trainer's: within 1% of the last evaluation's density is "at the final one"
+
+
+def _pick_from_events(run: Run, selection: str, spec: MetricSpec) -> float | None:
+    """The headline at the first evaluation of best ``selection`` among those at the run's final density, as the
+    trainer picks it (the selection metric points the way the headline does); ``None`` without such events."""
+    evals = [e for e in run.of_kind("eval") if e.get(selection) is not None and e.get(spec.name) is not None]
+    if not evals:
+        return None
+    final = evals[-1].get("density")
+    if final is not None:  # a schedule that starts denser must not be judged by its denser evaluations
+        evals = [e for e in evals if e.get("density") is None or e["density"] <= final * (1 + _FINAL_DENSITY_TOLERANCE)]
+    return float((max if spec.higher_is_better else min)(evals, key=lambda e: e[selection])[spec.name])
+
+
+def _best(run: Run, spec: MetricSpec) -> float | None:
+    """The headline value at the run's selected evaluation (see :attr:`Run.selection`); ``None`` without a validation
+    selection.
+
+    A summary with ``selection`` holds it as ``metrics.<metric>_at_best_val`` (the eval events give it where that key
+    is missing). An older summary whose headline is a validation metric picked its ``metrics.best_<metric>`` over all
+    evaluations, the denser ones of a decaying density schedule too; its eval events are read instead, with the
+    trainer's rule (:func:`_pick_from_events`), and the summary's value only where there are none.
+    """
+    selection = run.selection
+    if selection is None:
+        return None
+    summary = run.summary or {}
+    metrics = summary.get("metrics") or {}
+    if "selection" in summary:
+        key = f"{spec.name}_at_best_val"
+        value = metrics.get(key)
+        if value is None:
+            value = _pick_from_events(run, selection, spec)
+    else:
+        key = f"best_{spec.name}"
+        value = _pick_from_events(run, selection, spec)
+        if value is None:
+            value = metrics.get(key)
+    if value is None:
+        _require(run, "metrics", key)  # raises, naming the file and the key
+    return float(value)
 
 
 def summarize(runs: Iterable[Run]) -> list[Row]:
@@ -427,13 +491,15 @@ def summarize(runs: Iterable[Run]) -> list[Row]:
     :func:`collect_runs` returns in the order of its paths, sorted by path within each, so
     ``report runs/set runs/chtss`` lists SET before CHTss), and within a method from the densest to the sparsest.
     Unfinished runs are ignored. Every row holds the headline metric of :func:`headline_metric`: its value at the last
-    evaluation (``metrics.<metric>``) and its best (``metrics.best_<metric>``, or where an older summary lacks it the
-    best of the run's eval events, by :func:`higher_is_better`).
+    evaluation (``metrics.<metric>``) and its value at the evaluation the runs' validation metric found best
+    (:attr:`Row.best`, from ``metrics.<metric>_at_best_val``; see :func:`_best` for older summaries). A row with a
+    run whose summary has no validation selection (an older classification summary: its ``best_test_acc`` is the
+    maximum of the test accuracy itself) has ``best`` None, not that number.
 
     Raises:
-        ValueError: no finished run; finished runs name different headline metrics; two finished runs of one
-            (method, density) share a seed (a rerun kept next to the original would otherwise count twice); a summary
-            lacks a required field.
+        ValueError: no finished run; finished runs name different headline metrics or selection metrics; two
+            finished runs of one (method, density) share a seed (a rerun kept next to the original would otherwise
+            count twice); a summary lacks a required field.
 
     Example:
         >>> rows = summarize(collect_runs(["runs/fmnist_mlp"]))  # doctest: +SKIP
@@ -458,6 +524,11 @@ def summarize(runs: Iterable[Run]) -> list[Row]:
         method, density = key
         return (method != "dense", first_seen[method], -density)
 
+    selections = {run.selection for members in groups.values() for run in members} - {None}
+    if len(selections) > 1:  # one "best" column cannot hold values selected by different rules
+        raise ValueError(f"finished runs selected their best evaluation by different metrics {sorted(selections)}")
+    selection = selections.pop() if selections else None
+
     rows = []
     for method, density in sorted(groups, key=order):
         members = sorted(groups[(method, density)], key=lambda r: (int(_require(r, "seed")), str(r.path)))
@@ -468,6 +539,7 @@ def summarize(runs: Iterable[Run]) -> list[Row]:
                     f"two finished {method} runs at density {density:g} with seed {a.seed}: {a.path} and {b.path}; "
                     "pass only one of them"
                 )
+        best = [_best(r, spec) for r in members]  # None: a run without validation selection
         rows.append(
             Row(
                 method=method,
@@ -476,10 +548,12 @@ def summarize(runs: Iterable[Run]) -> list[Row]:
                 runs=tuple(members),
                 metric=spec.name,
                 value=Stat.of(spec.scale * _require(r, "metrics", spec.name) for r in members),
-                best=Stat.of(spec.scale * _best(r, spec) for r in members),
+                best=None if None in best else Stat.of(spec.scale * v for v in best if v is not None),
                 final_density=Stat.of(_require(r, "final_density") for r in members),
                 anp=Stat.of_optional(r.summary.get("anp") for r in members if r.summary is not None),
                 wall_time_s=Stat.of_optional(r.summary.get("wall_time_s") for r in members if r.summary is not None),
+                selection=selection,
+                unselected=best.count(None),
             )
         )
     return rows
@@ -496,11 +570,31 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def best_column(metric: str, selection: str | None) -> str:
+    """The header of the table's "best" column (:attr:`Row.best`) for a headline ``metric`` and a ``selection``.
+
+    ``best val ppl`` when the metric selects itself (a validation metric); ``test acc % at best val acc`` when another
+    metric picks the evaluation; ``test acc % at best validation`` when no run has a validation selection (the cells
+    then read n/a).
+
+    Example:
+        >>> best_column("test_acc", "val_acc"), best_column("val_ppl", "val_ppl")
+        ('test acc % at best val acc', 'best val ppl')
+    """
+    spec = metric_spec(metric)
+    if selection == metric:
+        return spec.best_column
+    unit = " %" if spec.unit == "%" else ""
+    return f"{metric.replace('_', ' ')}{unit} at best {selection.replace('_', ' ') if selection else 'validation'}"
+
+
 def markdown_table(rows: Sequence[Row], published: Mapping[str, float] | None = None) -> str:
     """A GitHub markdown table, one line per row, values as ``mean ± std`` over seeds.
 
-    The two metric columns follow the rows' headline metric (:func:`metric_spec`): ``accuracy %`` and ``best acc %``
-    for test accuracy, ``val ppl`` and ``best val ppl`` for validation perplexity, and so on.
+    The two metric columns follow the rows' headline metric (:func:`metric_spec`) and selection metric
+    (:func:`best_column`): ``accuracy %`` (final test accuracy) and ``test acc % at best val acc`` for
+    classification, ``val ppl`` and ``best val ppl`` for validation perplexity, and so on; a "best" cell of a row
+    without validation selection reads n/a. :func:`table_caption` says the same in words.
 
     Args:
         rows: from :func:`summarize`, in the order to print.
@@ -509,13 +603,14 @@ def markdown_table(rows: Sequence[Row], published: Mapping[str, float] | None = 
             ``published val ppl``), blank for methods without an entry.
 
     Example:
-        >>> print(markdown_table(rows, published={"chtss": 90.81}))  # doctest: +SKIP
-        | method | density | seeds | accuracy % | best acc % | final density | ANP | wall time s | published acc % |
-        |---|---:|---:|---:|---:|---:|---:|---:|---:|
-        | chtss | 0.01 | 3 | 90.52 ± 0.11 | 90.70 ± 0.09 | 0.0100 ± 0.0000 | 0.312 ± 0.004 | 812.4 ± 3.1 | 90.81 |
+        >>> print(markdown_table(rows))  # doctest: +SKIP
+        | method | density | seeds | accuracy % | test acc % at best val acc | final density | ANP | wall time s |
+        |---|---:|---:|---:|---:|---:|---:|---:|
+        | chtss | 0.01 | 3 | 90.52 ± 0.11 | 90.49 ± 0.09 | 0.0100 ± 0.0000 | 0.312 ± 0.004 | 812.4 ± 3.1 |
     """
     spec = metric_spec(rows[0].metric if rows else DEFAULT_METRIC)
-    header = ["method", "density", "seeds", spec.column, spec.best_column, "final density", "ANP", "wall time s"]
+    best = best_column(spec.name, rows[0].selection if rows else None)
+    header = ["method", "density", "seeds", spec.column, best, "final density", "ANP", "wall time s"]
     if published is not None:
         header.append(spec.published_column)
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -1180,15 +1275,116 @@ def _experiment_line(rows: Sequence[Row]) -> str:
     return "; ".join(parts)
 
 
-def _metric_sentence(spec: MetricSpec) -> str:
-    if spec.name == DEFAULT_METRIC:
-        return "Accuracies are final and best test accuracy in percent."
-    way = "highest: higher is better" if spec.higher_is_better else "lowest: lower is better"
+# summary["data"] keys that size the splits, and their words in the caption
+_SPLIT_SIZES = {
+    "train_size": "training", "val_size": "validation", "test_size": "test examples",
+    "train_tokens": "training", "valid_tokens": "validation tokens",
+    "train_sentences": "training", "valid_sentences": "validation sentences",
+}  # fmt: skip
+_TARGET_TOLERANCE = 0.01  # a density within 1% of the target counts as at the target (exact link counts round)
+
+
+def _common(values: Iterable[Any]) -> str:
+    """The distinct values, in order of first appearance, as text (``"30"``, ``"digits, fashion_mnist"``)."""
+    return ", ".join(dict.fromkeys(_number(v) for v in values if v is not None))
+
+
+def _sizes(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """``" (1293 training, 144 validation, 360 test examples)"`` when every run used the same splits, else ``""``."""
+    data = [s.get("data") or {} for s in summaries]
+    parts = []
+    for key, word in _SPLIT_SIZES.items():
+        values = {d.get(key) for d in data}
+        if len(values) == 1 and None not in values:
+            parts.append(f"{values.pop()} {word}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _schedule_lines(rows: Sequence[Row], x: str) -> list[str]:
+    """For each sparse row whose density starts well above its target (a decaying schedule: CHTss, GMP, GraNet),
+    where it first reached the target, read from its first run's eval events."""
+    lines = []
+    for r in rows:
+        if r.method == "dense" or not r.runs:
+            continue
+        evals = [e for e in r.runs[0].of_kind("eval") if e.get("density") is not None and e.get(x) is not None]
+        if not evals or evals[0]["density"] < 1.5 * r.density:
+            continue
+        reached = [e for e in evals if e["density"] <= r.density * (1 + _TARGET_TOLERANCE)]
+        start = f"{_escape(r.method)} starts denser than its target: density {evals[0]['density']:.3g} at the first "
+        if reached:
+            at, last = _number(float(reached[0][x])), _number(float(evals[-1][x]))
+            lines.append(
+                f"{start}evaluation, {r.density:g} first at {x} {at} of {last} ({len(reached)} of {len(evals)} "
+                "evaluations at the target density, the only ones its best is picked from)."
+            )
+        else:
+            final = evals[-1]["density"]
+            lines.append(f"{start}evaluation; no evaluation is at the target {r.density:g} (last: {final:.3g}).")
+    return lines
+
+
+def table_caption(rows: Sequence[Row]) -> str:
+    """What the table of ``rows`` (:func:`markdown_table`) shows, in words, so that it can be read alone.
+
+    A markdown list: the model, data (split sizes), budget, evaluations and seeds; what the final and the "best"
+    column hold and how the best evaluation was picked (validation selection, a validation metric that selects
+    itself, or n/a for runs without validation selection); what the density columns mean; and, for methods whose
+    density starts above the target (decaying schedules), where they reached it.
+
+    Example:
+        >>> print(table_caption(summarize(collect_runs(["runs/default"]))))  # doctest: +SKIP
+        - mlp on digits (1293 training, 144 validation, 360 test examples); 30 epochs (1200 steps), 30 evaluations; ...
+    """
+    spec = rows[0].spec
+    selection = rows[0].selection
+    runs = [run for r in rows for run in r.runs]
+    summaries = [run.summary or {} for run in runs]
+    x = time_axis(rows)
+    seeds = sorted({seed for r in rows for seed in r.seeds})
+    n_evals = _common(len(run.of_kind("eval")) for run in runs)
+    lines = [
+        f"{_common(s.get('model') for s in summaries)} on {_common(s.get('dataset') for s in summaries)}"
+        f"{_sizes(summaries)}; {_common(s.get('epochs') for s in summaries)} epochs "
+        f"({_common(s.get('steps') for s in summaries)} steps), {n_evals} evaluations; seeds "
+        f"{', '.join(map(str, seeds))}. Values are mean ± sample std (ddof=1) over the seeds of a row (`seeds` "
+        "counts them; one seed shows ± 0: no spread measured)."
+    ]
+    way = "highest" if spec.higher_is_better else "lowest"
     unit = " in percent" if spec.unit == "%" else ""
-    return (
-        f"`{spec.column}` is the {spec.long_name}{unit} at the last evaluation, `{spec.best_column}` the best over "
-        f"the evaluations ({way})."
+    lines.append(f"`{spec.column}`: the {spec.long_name}{unit} at the last evaluation.")
+    column = best_column(spec.name, selection)
+    if selection is not None and selection != spec.name:
+        sel_name = " ".join(_WORDS.get(w, w) for w in selection.split("_"))
+        lines.append(
+            f"`{column}`: the {spec.long_name} at the evaluation of {way} {sel_name} (the first such one) among "
+            "those at the run's final density. The validation split is held out from the training data "
+            "(`data.val_fraction` of each class, drawn with `data.split_seed`: the same for every method and seed), "
+            "so the test split never picks the evaluation it is reported at."
+        )
+    elif selection is not None:
+        tested = sorted({k for s in summaries for k in (s.get("metrics") or {}) if k.startswith("test_")})
+        after = f" Test metrics measured once after training ({', '.join(tested)}) are in the summaries."
+        better = "higher" if spec.higher_is_better else "lower"
+        lines.append(
+            f"`{column}`: the {way} {spec.long_name} over the evaluations at the run's final density ({better} is "
+            "better), picked on the validation split it is measured on, so slightly optimistic; these evaluations "
+            f"have no separate test split.{after if tested else ''}"
+        )
+    unselected = sum(r.unselected for r in rows)
+    if unselected:
+        lines.append(
+            f"n/a in `{column}`: {unselected} of {len(runs)} runs have summaries written before validation selection; "
+            f"their only recorded best (`best_{spec.name}`) is the {way} {spec.long_name} over the evaluations, a "
+            "selection on the test split itself, which this table does not show."
+        )
+    lines.append(
+        "`density`: the target share of links kept in the sparse layers (dense: 1); `final density` and `ANP` "
+        "(active neuron percolation: the share of neurons still connected input to output) are of the final masks; "
+        "`wall time s` is training time per run."
     )
+    lines += _schedule_lines(rows, x)
+    return "\n".join(f"- {line}" for line in lines) + "\n"
 
 
 def _axis_sentence(x: str) -> str:
@@ -1260,10 +1456,7 @@ def build_report(
         "## Results",
         "",
         markdown_table(rows, published),
-        "Values are mean ± sample standard deviation (ddof=1) over seeds; a row with one seed shows ± 0 (n=1, no "
-        f"spread measured). {_metric_sentence(spec)} ANP is active neuron percolation (the fraction of neurons still "
-        "connected input to output); wall time is per run.",
-        "",
+        table_caption(rows),
         "## Plots",
         "",
         _axis_sentence(time_axis(rows)),

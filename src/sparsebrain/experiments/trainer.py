@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,23 +22,20 @@ import torch
 
 from .. import __version__
 from ..data import ArrayDataset
-from ..dst import DynamicSparsifier
+from ..dst import DynamicSparsifier, ScheduleError
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, dump_config
-from .io import atomic_save, atomic_write_json, atomic_write_text
+from .io import RunError, append_line, atomic_write_json, atomic_write_text, lock_run_dir, remove_temporaries
 from .provenance import git_state
 from .report import regrowth_rule_of
 from .tasks.base import Task, autocast
 
-__all__ = ["Interrupted", "RunError", "default_run_dir", "run_name", "train"]
+__all__ = ["DivergedError", "Interrupted", "RunError", "default_run_dir", "run_leaf", "run_name", "train"]
 
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
-
-
-class RunError(RuntimeError):
-    """A run cannot start or continue (bad run directory, missing data...); the message says why and what to do."""
 
 
 class DivergedError(RunError):
@@ -53,9 +51,23 @@ class Interrupted(Exception):  # noqa: N818  (a signal, not an error)
 
 
 def default_run_dir(cfg: ExperimentConfig) -> Path:
-    """``OUT_DIR/NAME/METHOD_dDENSITY_sSEED``."""
+    """``OUT_DIR/NAME/`` :func:`run_leaf`, e.g. ``runs/default/mlp-chtss_d0.05_s0``."""
+    return Path(cfg.out_dir) / cfg.name / run_leaf(cfg)
+
+
+def run_leaf(cfg: ExperimentConfig) -> str:
+    """The name of a run's directory: ``MODEL-METHOD_dDENSITY_sSEED``, METHOD being the label or else the method.
+
+    ``train``'s default run directory and each run of ``compare`` are named by it, so that runs that differ in
+    model, method, density or seed never share a directory.
+
+    Example:
+        >>> from sparsebrain.experiments.config import load_config
+        >>> run_leaf(load_config(None, {"model.name": "mlp", "sparsity.method": "set", "sparsity.density": 0.1}))
+        'mlp-set_d0.1_s0'
+    """
     s = cfg.sparsity
-    return Path(cfg.out_dir) / cfg.name / f"{run_name(s.label or s.method)}_d{s.density:g}_s{cfg.seed}"
+    return f"{run_name(cfg.model.name)}-{run_name(s.label or s.method)}_d{s.density:g}_s{cfg.seed}"
 
 
 def run_name(label: str) -> str:
@@ -162,7 +174,10 @@ class _Log:
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool) -> bool:
-    """Checks the run directory; returns True if there is a checkpoint to resume from."""
+    """Checks the run directory (locked by the caller); returns True if there is a checkpoint to resume from.
+
+    Removes the temporary files of writes that a killed process left (they are never read).
+    """
     if (run_dir / SUMMARY).exists():
         raise RunError(f"run directory {str(run_dir)!r} already holds a finished run; choose another --run-dir")
     has_ckpt = (run_dir / CHECKPOINT).exists()
@@ -171,26 +186,40 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> bool:
             f"run directory {str(run_dir)!r} holds an unfinished run; pass --resume to continue it, "
             "or choose another --run-dir"
         )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise RunError(f"run directory {str(run_dir)!r} is not writable: {e.strerror or e}") from None
+    remove_temporaries(run_dir)
     return has_ckpt
 
 
 def _append(path: Path, event: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(event) + "\n")
+    append_line(path, json.dumps(event))
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drops events logged after the checkpoint being resumed (a hard kill can leave some)."""
+    """Drops events logged after the checkpoint being resumed (a hard kill can leave some).
+
+    Lines that are not JSON events, such as the cut-short last line of a process killed in the middle of an append,
+    are dropped with a warning that names them: the events they held are logged again after the checkpoint's step.
+    """
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    kept, bad = [], []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or not isinstance(event.get("step"), int | float):
+            bad.append(i)
+        elif event["step"] <= step:
+            kept.append(line)
+    if bad:
+        warnings.warn(
+            f"{path}: dropped {len(bad)} line(s) that are not JSON events (line {', '.join(map(str, bad))}; "
+            "a write cut short by a crash)",
+            stacklevel=2,
+        )
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
@@ -276,7 +305,9 @@ def train(
         dataset: an already loaded dataset (tests); default: load ``cfg.data``.
 
     Raises:
-        RunError: the run directory or the data is unusable.
+        RunError: the run directory (in use by another process, damaged checkpoint, full disk...) or the data is
+            unusable.
+        DivergedError: the training loss or the weights became NaN or infinite; the last good checkpoint stays.
         Interrupted: SIGINT / SIGTERM arrived; a checkpoint was written first.
 
     Example:
@@ -287,11 +318,24 @@ def train(
     """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     device = _device(cfg.train.device)
+    with lock_run_dir(run_dir):  # before anything in it is read: one process writes a run directory
+        return _train(cfg, run_dir, device, resume, quiet, command, dataset)
+
+
+def _train(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    device: torch.device,
+    resume: bool,
+    quiet: bool,
+    command: str | None,
+    dataset: ArrayDataset | None,
+) -> dict[str, Any]:
     has_ckpt = _prepare_run_dir(run_dir, resume)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    ckpt = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True) if has_ckpt else None
-    if ckpt is not None and (changed := config_changes(config_from_dict(ckpt["config"]), cfg)):
+    ckpt = read_run_checkpoint(run_dir / CHECKPOINT, device) if has_ckpt else None
+    if ckpt is not None and (changed := config_changes(ckpt["config"], cfg)):
         raise RunError(
             f"the checkpoint in {str(run_dir)!r} was made with another config (differs in {', '.join(changed)}); "
             f"resume with the same config (its config.yaml) or choose another --run-dir"
@@ -309,29 +353,48 @@ def train(
         )
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sparsifier = DynamicSparsifier(
-        model,
-        opt,
-        method=s.method,
-        density=s.density,
-        total_steps=total_steps,
-        seed=cfg.seed,
-        update_interval=s.update_interval or task.steps_per_epoch,
-        **s.options,
-    )
+    update_interval = s.update_interval or task.steps_per_epoch
+    try:
+        sparsifier = DynamicSparsifier(
+            model,
+            opt,
+            method=s.method,
+            density=s.density,
+            total_steps=total_steps,
+            seed=cfg.seed,
+            update_interval=update_interval,
+            **s.options,
+        )
+    except ScheduleError as e:
+        default = " (default: one epoch)" if s.update_interval is None else ""
+        raise ConfigError(
+            f"config key 'sparsity': {e}. Here update_interval is sparsity.update_interval = {update_interval} "
+            f"steps{default}, total_steps comes from train.epochs ({task.steps_per_epoch} steps per epoch) or "
+            "train.steps, end_fraction from sparsity.options"
+        ) from None
+    except ValueError as e:  # a layer left empty by the density, an optimizer without the sparse weights, ...
+        raise ConfigError(f"config key 'sparsity': {e}") from None
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, total_steps, sparsifier))
     eval_interval = t.eval_interval or task.steps_per_epoch * t.eval_every
     state = _State()
     metrics = run_dir / METRICS
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        sparsifier.load_state_dict(ckpt["sparsifier"])
-        state = _State(**ckpt["state"])
-        torch.set_rng_state(ckpt["rng"]["cpu"].cpu())  # map_location moved it to the device
-        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
+        try:
+            _check_shapes(model, ckpt["model"])
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            sparsifier.load_state_dict(ckpt["sparsifier"])
+            state = _State(**ckpt["state"])
+            torch.set_rng_state(ckpt["rng"]["cpu"].cpu())  # map_location moved it to the device
+            if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            # same config, so the same model: the file was altered, or written by code of another layout
+            raise RunError(
+                f"checkpoint {str(run_dir / CHECKPOINT)!r} does not fit the model and optimizer of its config "
+                f"({_one_line(e)}); {_START_OVER.format(run_dir=run_dir)}"
+            ) from None
         _truncate_metrics(metrics, state.step)
         _append(metrics, {"event": "resume", "step": state.step, "epoch": state.step / task.steps_per_epoch})
     elif metrics.exists():
@@ -342,7 +405,7 @@ def train(
             "cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         }
-        atomic_save(
+        save_checkpoint(
             run_dir / CHECKPOINT,
             {
                 "config": config_to_dict(cfg),
@@ -376,12 +439,14 @@ def train(
         }
         _append(metrics, event)
         state.loss_sum, state.loss_count = 0.0, 0
-        headline = values[task.metric]
-        shown = f"{100 * headline:.2f}%" if task.metric.endswith("acc") else f"{headline:.4g}"
+        # the selection metric (validation) beside the headline, so the progress line shows what picks the best
+        shown = {k: f"{100 * values[k]:.2f}%" if k.endswith("acc") else f"{values[k]:.4g}"
+                 for k in dict.fromkeys((task.selection_metric, task.metric))}  # fmt: skip
         log.eval(
             f"step {state.step}/{total_steps} (epoch {event['epoch']:.2f}) loss {train_loss:.4f} "
-            f"{task.metric} {shown} density {st['density']:.4f} anp {st['anp']:.3f} ({wall:.1f} s)",
-            {"loss": f"{train_loss:.3f}", task.metric: shown, "density": f"{st['density']:.3f}"},
+            + "".join(f"{k} {v} " for k, v in shown.items())
+            + f"density {st['density']:.4f} anp {st['anp']:.3f} ({wall:.1f} s)",
+            {"loss": f"{train_loss:.3f}", **shown, "density": f"{st['density']:.3f}"},
         )
         return event
 
@@ -401,7 +466,10 @@ def train(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
                 opt.step()
                 task.after_step(loss.detach())
-                updated = sparsifier.step()
+                try:
+                    updated = sparsifier.step()
+                except FloatingPointError as e:  # non-finite weights met a topology update before an evaluation
+                    raise _diverged(str(e), run_dir) from None
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 loss_acc += loss.detach().float()
@@ -438,10 +506,59 @@ def train(
 def _check_finite(train_loss: float, step: int, run_dir: Path) -> None:
     """Stops a run whose training loss became non-finite (before it checkpoints): the last good checkpoint stays."""
     if not math.isfinite(train_loss):
-        raise DivergedError(
-            f"training diverged: the mean training loss up to step {step} is {train_loss} ({run_dir}); "
-            "lower train.lr, set train.grad_clip, or check the model's options"
+        raise _diverged(f"the mean training loss up to step {step} is {train_loss}", run_dir)
+
+
+def _diverged(why: str, run_dir: Path) -> DivergedError:
+    return DivergedError(
+        f"training diverged: {why} ({run_dir}); lower train.lr, set train.grad_clip, or check the model's options"
+    )
+
+
+_START_OVER = "delete it to start the run over, or start again with another --run-dir ({run_dir} keeps the rest)"
+_RUN_KEYS = ("config", "model", "optimizer", "scheduler", "sparsifier", "state", "rng")
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line (load_state_dict lists its mismatches on tab-indented lines)."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _check_shapes(model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """Raises ValueError naming the tensors of ``state`` whose shapes differ from the model's.
+
+    ``load_state_dict`` alone would take a sparse layer's stored mask whatever its shape (the buffer may be empty
+    until a mask is set), so a damaged mask would load.
+    """
+    ours = model.state_dict()
+    wrong = [
+        f"{k} {tuple(v.shape)} instead of {tuple(ours[k].shape)}"
+        for k, v in state.items()
+        if k in ours and torch.is_tensor(v) and ours[k].numel() and v.shape != ours[k].shape
+    ]
+    if wrong:
+        raise ValueError(f"shape of {', '.join(wrong)}")
+
+
+def read_run_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Loads a run's ``checkpoint.pt`` for ``--resume``, its ``"config"`` as an :class:`ExperimentConfig`.
+
+    Raises:
+        RunError: naming the file and what to do, when it is unreadable, damaged, or not a run's checkpoint.
+    """
+    start_over = _START_OVER.format(run_dir=path.parent)
+    ckpt = load_checkpoint(path, map_location, advice=start_over)
+    missing = [k for k in _RUN_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(_RUN_KEYS)
+    if missing:
+        raise RunError(
+            f"checkpoint {str(path)!r} is not a sparsebrain run's checkpoint (no {', '.join(map(repr, missing))}); "
+            f"{start_over}"
         )
+    try:
+        ckpt["config"] = config_from_dict(ckpt["config"])
+    except (ConfigError, TypeError, ValueError, AttributeError) as e:
+        raise RunError(f"checkpoint {str(path)!r} holds an invalid config ({_one_line(e)}); {start_over}") from None
+    return ckpt
 
 
 def _topology_event(sparsifier: DynamicSparsifier, step: int, steps_per_epoch: int) -> dict[str, Any]:
@@ -464,22 +581,31 @@ def load_initial_weights(model: torch.nn.Module, source: str | Path) -> dict[str
     source run's ``summary.json`` when there is one, so that a retrained run can report how much it recovered.
 
     Raises:
-        RunError: naming ``model.init_from`` when the source is missing or does not fit the model.
+        RunError: naming ``model.init_from`` when the source is missing, unreadable, damaged, not a checkpoint or a
+            state_dict, or does not fit the model.
     """
     path = Path(source)
     ckpt_path = path / CHECKPOINT if path.is_dir() else path
+    key = "config key 'model.init_from'"
     if not ckpt_path.is_file():
-        raise RunError(f"config key 'model.init_from': no checkpoint at {str(ckpt_path)!r}")
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        raise RunError(f"{key}: no checkpoint at {str(ckpt_path)!r}")
+    advice = "point model.init_from to a finished run directory, its checkpoint.pt, or a file holding a state_dict"
+    state = load_checkpoint(ckpt_path, "cpu", what=f"{key}: checkpoint", advice=advice)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise RunError(f"{key}: {str(ckpt_path)!r} holds neither a sparsebrain checkpoint nor a state_dict; {advice}")
     state = {k: v for k, v in state.items() if not k.endswith(".mask")}
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise RunError(f"config key 'model.init_from': {str(ckpt_path)!r} does not fit the model: {e}") from None
+        raise RunError(f"{key}: {str(ckpt_path)!r} does not fit the model: {_one_line(e)}") from None
     summary = (path if path.is_dir() else path.parent) / SUMMARY
-    return json.loads(summary.read_text()) if summary.is_file() else None
+    try:
+        return json.loads(summary.read_text()) if summary.is_file() else None
+    except (OSError, ValueError):
+        warnings.warn(f"{summary} cannot be read: the retrained run will not report what it recovered", stacklevel=2)
+        return None
 
 
 def _retrain_report(reference: dict[str, Any] | None, metric: str, value: float, higher: bool) -> dict[str, Any]:
@@ -490,6 +616,10 @@ def _retrain_report(reference: dict[str, Any] | None, metric: str, value: float,
     recovered = (value / ref if higher else ref / value) if ref and value else float("nan")
     return {"init_from": {"run_dir": reference.get("run_dir"), "method": reference.get("method"),
                           metric: ref, "recovered": recovered}}  # fmt: skip
+
+
+# An evaluation within 1% of the last one's density counts as at the final density (exact link counts round)
+FINAL_DENSITY_TOLERANCE = 0.01
 
 
 def _summary(
@@ -506,7 +636,13 @@ def _summary(
 ) -> dict[str, Any]:
     evals = [e for e in map(json.loads, metrics.read_text().splitlines()) if e["event"] == "eval"]
     last = evals[-1]
-    best = max if task.higher_is_better else min
+    sel = task.selection_metric
+    # The best evaluation is the one of best selection metric (a validation split), the earliest of equal values
+    # (max and min keep the first); the headline is reported at it, so the test split never picks its own evaluation.
+    # Only evaluations at the final density compete: a schedule that starts denser (CHTss, GMP, GraNet) must not
+    # report a model with many more links than the one it ends with.
+    at_final = [e for e in evals if e["density"] <= last["density"] * (1 + FINAL_DENSITY_TOLERANCE)]
+    pick = (max if task.higher_is_better else min)(at_final, key=lambda e: e[sel])
     reserved = {"event", "step", "epoch", "density", "anp", "lr", "wall_time_s"}
     st = sparsifier.stats()
     commit, dirty = git_state()
@@ -532,9 +668,11 @@ def _summary(
         else total_steps / task.steps_per_epoch,
         "steps": total_steps,
         "metric": task.metric,
+        "selection": {"metric": sel, "step": pick["step"], "epoch": pick["epoch"], "evaluations": len(at_final)},
         "metrics": {
             **{k: v for k, v in last.items() if k not in reserved},
-            f"best_{task.metric}": best(e[task.metric] for e in evals),
+            f"best_{sel}": pick[sel],
+            f"{task.metric}_at_best_val": pick[task.metric],
             **final,
         },
         "data": task.describe(),

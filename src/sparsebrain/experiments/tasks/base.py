@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Task", "autocast", "tokenizer_path"]
+__all__ = ["Task", "autocast", "derived_seed", "tokenizer_path"]
 
 
 class Task(ABC):
@@ -23,12 +23,18 @@ class Task(ABC):
         steps_per_epoch: optimizer steps in one pass over the training data (or one evaluation period).
         total_steps: optimizer steps of the whole run.
         metric: the name of the headline evaluation metric, e.g. ``"test_acc"``; ``higher_is_better`` says which way.
+        selection_metric: the evaluation value that picks the run's best evaluation, on a split that is neither
+            trained on nor the test split where the task has one (``"val_acc"`` for classification); it points the
+            same way as ``metric``. The summary reports ``metric`` at that evaluation, so a test metric is never
+            its own selection rule. Tasks whose headline is already a validation metric select on it (the language
+            model's ``"val_ppl"``).
     """
 
     model: nn.Module
     steps_per_epoch: int
     total_steps: int
     metric: str = "test_acc"
+    selection_metric: str = "val_acc"
     higher_is_better: bool = True
 
     @abstractmethod
@@ -37,7 +43,8 @@ class Task(ABC):
 
     @abstractmethod
     def evaluate(self) -> dict[str, float]:
-        """Held-out metrics; must contain ``self.metric``. Called in eval mode under ``torch.no_grad``."""
+        """Held-out metrics; must contain ``self.metric`` and ``self.selection_metric``. Called in eval mode under
+        ``torch.no_grad``."""
 
     def after_step(self, loss: Tensor) -> None:  # noqa: B027  (optional hook, no-op by default)
         """Called right after each optimizer step with the step's detached loss (e.g. RSGN's Hebbian update).
@@ -52,6 +59,19 @@ class Task(ABC):
     def describe(self) -> dict[str, Any]:
         """Facts about the data recorded in the summary (sizes, tokenizer path...)."""
         return {}
+
+
+def derived_seed(seed: int, index: int) -> int:
+    """The seed of the generator for ``index`` (an epoch, a step) of a run seeded ``seed``.
+
+    ``seed * 1_000_003 + index``, wrapped into [0, 2^63): unchanged for every seed below ~9.2e12 (so existing runs
+    are bit-identical), and still a valid ``torch.Generator`` seed for the largest config seeds (2^63 - 1).
+
+    Example:
+        >>> derived_seed(1, 2), derived_seed(2**63 - 1, 0) < 2**63
+        (1000005, True)
+    """
+    return (seed * 1_000_003 + index) % 2**63
 
 
 def tokenizer_path(cfg: Any, run_dir: Path) -> Path:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Task, tokenizer_path
+from .base import Task, derived_seed, tokenizer_path
 
 __all__ = ["LanguageModelTask"]
 
@@ -23,6 +23,8 @@ class LanguageModelTask(Task):
     """
 
     metric = "val_ppl"
+    # no test split: the best evaluation is picked on the validation split that is also the headline
+    selection_metric = "val_ppl"
     higher_is_better = False
 
     def __init__(self, cfg: Any, device: torch.device, run_dir: Path) -> None:
@@ -43,7 +45,7 @@ class LanguageModelTask(Task):
         self.total_steps = cfg.train.steps or self.steps_per_epoch * cfg.train.epochs
 
     def loss(self, step: int) -> Tensor:
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)  # batches are a function of the step
+        gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, step))  # batches are a function of the step
         x, y = self.data.get_batch("train", self.batch, self.seq_len, generator=gen, device=self.device)  # (B, T)
         logits = self.model(x)  # (B, T, V)
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())

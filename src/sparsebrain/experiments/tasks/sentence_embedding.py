@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Task
+from .base import Task, derived_seed
 
 __all__ = ["TEACHER_CACHE", "SentenceEmbeddingTask"]
 
@@ -67,6 +67,8 @@ class SentenceEmbeddingTask(Task):
     """
 
     metric = "valid_cos"
+    # no test split: the best evaluation is picked on the validation sentences that are also the headline
+    selection_metric = "valid_cos"
     higher_is_better = True
 
     def __init__(self, cfg: Any, device: torch.device, run_dir: Path | None) -> None:
@@ -142,7 +144,7 @@ class SentenceEmbeddingTask(Task):
 
     def _permutation(self, epoch: int) -> Tensor:
         if self._order is None or self._order[0] != epoch:
-            gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)  # the epoch's order
+            gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, epoch))  # the epoch's order
             self._order = (epoch, torch.randperm(len(self.train_sentences), generator=gen).to(self.device))
         return self._order[1]
 

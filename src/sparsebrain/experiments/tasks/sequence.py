@@ -2,10 +2,11 @@
 
 The data is generated, not loaded: ``data.name`` picks the task (``rsgn_hierarchical`` or ``rsgn_long_range``) and
 ``data.split_seed`` seeds the generator, so every run of a sweep (every model, every training seed) sees the same
-sequences. ``model.name`` picks the model: ``rsgn`` (``model.options`` go to :class:`~sparsebrain.models.RSGN`, e.g.
-``variant``, ``num_nodes``, ``steps``) or a baseline ``seq_mlp``, ``seq_transformer``, ``seq_sparse_transformer``,
-``seq_bilstm`` (``model.options`` go to :func:`~sparsebrain.models.sequence_baselines.build_sequence_baseline`,
-``budget`` included).
+sequences, and the same validation split (``data.val_fraction`` of each class of the training sequences, held out
+from training) that picks the best evaluation. ``model.name`` picks the model: ``rsgn`` (``model.options`` go to
+:class:`~sparsebrain.models.RSGN`, e.g. ``variant``, ``num_nodes``, ``steps``) or a baseline ``seq_mlp``,
+``seq_transformer``, ``seq_sparse_transformer``, ``seq_bilstm`` (``model.options`` go to
+:func:`~sparsebrain.models.sequence_baselines.build_sequence_baseline`, ``budget`` included).
 
 RSGN also learns slowly: after every optimizer step the task calls ``hebbian_update(-loss)`` (reward-modulated
 affinity update plus threshold homeostasis; the sparse variant centres the reward on its running mean).
@@ -60,12 +61,9 @@ class SequenceClassificationTask(ShuffledMinibatches, Task):
         >>> cfg = load_config(None, {"model.name": "rsgn", "data.name": "rsgn_long_range", "sparsity.method": "dense",
         ...                          "model.options": {"num_nodes": 32, "hidden": 16, "num_neighbors": 4}})
         >>> task = SequenceClassificationTask(cfg, torch.device("cpu"))  # doctest: +SKIP
-        >>> task.describe()["train_size"]  # doctest: +SKIP
-        2400
+        >>> task.describe()["train_size"], task.describe()["val_size"]  # doctest: +SKIP
+        (2160, 240)
     """
-
-    metric = "test_acc"
-    higher_is_better = True
 
     def __init__(self, cfg: Any, device: torch.device, dataset: SequenceDataset | None = None) -> None:
         from ..config import ConfigError
@@ -80,7 +78,7 @@ class SequenceClassificationTask(ShuffledMinibatches, Task):
                 f"config key 'model.name' must be one of {sorted(SEQUENCE_MODELS)}, got {cfg.model.name!r}"
             )
         self.dataset = dataset if dataset is not None else SEQUENCE_DATA[cfg.data.name](cfg.data.split_seed)
-        self._hold(cfg, self.dataset, device)  # x_train (N, T, D), y_train (N,), x_test (M, T, D), y_test (M,)
+        self._hold(cfg, self.dataset, device)  # x_train (N, T, D), y_train (N,), x_val, y_val, x_test (M, T, D)...
         self.model = self._build_model(cfg, self.dataset).to(device)
         self._step = 0  # the step of the last loss() call, for the end-of-epoch hook
 
@@ -116,21 +114,20 @@ class SequenceClassificationTask(ShuffledMinibatches, Task):
 
     def evaluate(self) -> dict[str, float]:
         if not self.is_rsgn:
-            return self._test_pass(_EVAL_BATCH)
+            return self._eval_passes(_EVAL_BATCH)
         active: list[float] = []  # per test batch, the summed share of active nodes of its inputs
 
         def count_active() -> None:
             active.append(float(self.model.last_activity.sum()))  # type: ignore[union-attr]
 
-        values = self._test_pass(_EVAL_BATCH, count_active)
+        values = self._eval_passes(_EVAL_BATCH, count_active)
         values["active_fraction"] = sum(active) / len(self.x_test)  # mean share of nodes with alpha > 0.01 per input
         return values
 
     def describe(self) -> dict[str, Any]:
         d = self.dataset
         return {
-            "train_size": len(d.x_train),
-            "test_size": len(d.x_test),
+            **self._split_sizes(),
             "seq_len": d.seq_len,
             "input_dim": d.input_dim,
             "num_classes": d.num_classes,

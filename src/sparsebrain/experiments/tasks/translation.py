@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import Task, tokenizer_path
+from .base import Task, derived_seed, tokenizer_path
 
 __all__ = ["TranslationTask"]
 
@@ -21,6 +21,8 @@ class TranslationTask(Task):
     """
 
     metric = "valid_bleu"
+    # the best evaluation is picked on the validation books; test BLEU is measured once, on the final model
+    selection_metric = "valid_bleu"
     higher_is_better = True
 
     def __init__(self, cfg: Any, device: torch.device, run_dir: Path) -> None:
@@ -50,7 +52,7 @@ class TranslationTask(Task):
 
     def _batches(self, epoch: int) -> list[tuple[Tensor, Tensor]]:
         if self._epoch is None or self._epoch[0] != epoch:
-            gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)  # the epoch's order
+            gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, epoch))  # the epoch's order
             batches = [
                 (b.src, b.tgt)
                 for b in self.data.batches("train", max_tokens=self.max_tokens, shuffle=True, generator=gen)
