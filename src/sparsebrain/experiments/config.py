@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import math
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
+
+from .._validation import MAX_SEED
 
 __all__ = [
     "ConfigError",
@@ -98,7 +102,7 @@ class SparsityConfig:
 
 @dataclass
 class ExperimentConfig:
-    name: str = "default"  # experiment name: runs go to OUT_DIR/NAME/METHOD_dDENSITY_sSEED
+    name: str = "default"  # experiment name: runs go to OUT_DIR/NAME/MODEL-METHOD_dDENSITY_sSEED
     seed: int = 0
     out_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
@@ -111,6 +115,7 @@ class ExperimentConfig:
         from ..data import DATASETS
         from ..dst.methods import resolve_method
         from ..models import MODELS
+        from .tasks.sequence import SEQUENCE_DATA, SEQUENCE_MODELS
 
         def need(ok: bool, key: str, what: str, value: Any) -> None:
             if not ok:
@@ -128,13 +133,26 @@ class ExperimentConfig:
         need(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
         need(t.lr > 0, "train.lr", "> 0", t.lr)
         need(t.lr_end >= 0, "train.lr_end", ">= 0", t.lr_end)
+        # torch would refuse a negative momentum or weight decay only once the optimizer is built; momentum >= 1
+        # makes SGD's velocity grow without bound
+        need(0 <= t.momentum < 1, "train.momentum", "a number in [0, 1) (SGD's momentum)", t.momentum)
+        need(t.weight_decay >= 0, "train.weight_decay", "a number >= 0", t.weight_decay)
+        for key, seed in (("seed", self.seed), ("data.split_seed", self.data.split_seed)):
+            need(0 <= seed <= MAX_SEED, key, "an integer in [0, 2^63 - 1]", seed)
         need(t.optimizer in ("sgd", "adamw"), "train.optimizer", "one of 'sgd', 'adamw'", t.optimizer)
         need(t.eval_every >= 1, "train.eval_every", "an integer >= 1", t.eval_every)
         need(t.checkpoint_every >= 1, "train.checkpoint_every", "an integer >= 1", t.checkpoint_every)
         need(t.threads is None or t.threads >= 1, "train.threads", "null or an integer >= 1", t.threads)
         need(0 < self.data.test_fraction < 1, "data.test_fraction", "in (0, 1)", self.data.test_fraction)
         need(0 < self.data.val_fraction < 1, "data.val_fraction", "in (0, 1)", self.data.val_fraction)
-        need(all(h >= 1 for h in self.model.hidden), "model.hidden", "a list of positive widths", self.model.hidden)
+        hidden = self.model.hidden
+        if self.model.name == "mlp":  # the other models take their widths from model.options or model.size
+            need(len(hidden) >= 1 and all(h >= 1 for h in hidden), "model.hidden",
+                 "a non-empty list of widths >= 1 (the hidden layers of mlp)", hidden)  # fmt: skip
+        elif self.model.name == "vit":
+            need(len(hidden) == 1 and hidden[0] >= 1, "model.hidden", "one width >= 1 for vit, e.g. [128]", hidden)
+        else:
+            need(all(h >= 1 for h in hidden), "model.hidden", "a list of positive widths", hidden)
         need(0 <= self.model.dropout < 1, "model.dropout", "in [0, 1)", self.model.dropout)
         s = self.sparsity
         need(0 < s.density <= 1, "sparsity.density", "in (0, 1]", s.density)
@@ -148,6 +166,13 @@ class ExperimentConfig:
             MODELS.get(self.model.name)
         except ValueError as e:
             raise ConfigError(f"config key 'model.name': {e}") from None
+        _check_model_options(self.model.name, self.model.options)
+        need(
+            not (self.data.name == "mnist_idx" and self.data.path is None),
+            "data.path",
+            "set for data.name 'mnist_idx' (a directory holding the four MNIST IDX files; there is no default)",
+            self.data.path,
+        )
         # the model decides the task, and the task which data sets fit it
         if self.model.name == "llama":
             from ..data import text
@@ -159,8 +184,8 @@ class ExperimentConfig:
             from ..data.sentences import sentence_corpora
 
             data_registry = set(sentence_corpora())  # the text corpora, or "file" (data.path: one sentence a line)
-        elif self.model.name in ("rsgn", "seq_mlp", "seq_transformer", "seq_sparse_transformer", "seq_bilstm"):
-            data_registry = {"rsgn_hierarchical", "rsgn_long_range"}  # generated from data.split_seed, not loaded
+        elif self.model.name in SEQUENCE_MODELS:
+            data_registry = set(SEQUENCE_DATA)  # generated from data.split_seed, not loaded
         else:
             data_registry = DATASETS
         if isinstance(data_registry, set):
@@ -193,6 +218,94 @@ class ExperimentConfig:
                 False, "sparsity.density", f"{nm[0] / nm[1]:g} for the {method.pattern} method {s.method!r}", s.density
             )
         return self
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# model.options
+
+
+def _keyword_names(fn: Any) -> tuple[set[str], bool]:
+    """The parameters ``fn`` takes by keyword, and whether it also takes ``**kwargs`` that go nowhere we know.
+
+    A class whose ``__init__`` passes ``**kwargs`` on to its base (``SparseTransformer`` -> ``SequenceTransformer``)
+    takes the base's parameters too.
+    """
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names: set[str] = set()
+    for target in fn.__mro__ if inspect.isclass(fn) else (fn,):
+        if inspect.isclass(target) and "__init__" not in vars(target):
+            continue
+        params = inspect.signature(target).parameters
+        names |= {p for p, v in params.items() if v.kind in kinds}
+        if not any(v.kind is inspect.Parameter.VAR_KEYWORD for v in params.values()):
+            return names, False
+        if not inspect.isclass(target) or target.__module__.startswith("torch"):
+            return names, True
+    return names, True
+
+
+def model_options(model: str) -> tuple[list[str], dict[str, str]] | None:
+    """The keys ``model.options`` takes for ``model``, and the arguments its task sets itself (key -> from where).
+
+    Read from the signatures of what the task builds with the options, so a new model argument is an option at
+    once. None for a model whose task is not known here (its options are left to the model).
+
+    Example:
+        >>> model_options("vit")[0]
+        ['depth', 'heads', 'image_size', 'input_shape', 'mlp_ratio', 'patch']
+    """
+    from ..models import MODELS, LlamaConfig, LlamaLM, Seq2SeqConfig
+
+    data = "the data set"
+    fixed = {"device": "train.device", "dtype": "train.device and train.amp"}
+    if model in ("mlp", "vit"):
+        chain: list[Any] = [MODELS.get(model)]
+        fixed |= {"in_features": data, "out_features": data, "hidden": "model.hidden", "dropout": "model.dropout"}
+    elif model == "llama":  # model.dropout is the default of options.dropout
+        chain = [LlamaLM.from_name, LlamaConfig]
+        fixed |= {"name": "model.size", "vocab_size": "data.vocab_size", "max_seq_len": "data.seq_len"}
+    elif model == "seq2seq":
+        chain = [Seq2SeqConfig]
+        fixed |= dict.fromkeys(("src_vocab", "tgt_vocab"), "data.vocab_size") | {"max_len": "data.max_len"}
+        fixed |= dict.fromkeys(("pad_id", "bos_id", "eos_id"), "the tokenizer") | {"dropout": "model.dropout"}
+    elif model == "minilm":
+        return ["path"], {}
+    elif model == "rsgn" or model.startswith("seq_"):
+        from ..models.sequence_baselines import build_sequence_baseline
+
+        # the baselines are built by build_sequence_baseline (its budget), which passes the rest to the class
+        chain = [MODELS.get(model)] if model == "rsgn" else [build_sequence_baseline, MODELS.get(model)]
+        fixed |= {"name": "model.name", "input_dim": data, "num_classes": data, "seq_len": data}
+    else:
+        return None
+    names: set[str] = set()
+    for fn in chain:  # each one's **kwargs go to the next; the last one's would go nowhere we know
+        more, open_ended = _keyword_names(fn)
+        names |= more
+    if open_ended:
+        return None
+    return sorted(names - set(fixed)), {k: v for k, v in fixed.items() if k in names}
+
+
+def _check_model_options(model: str, options: dict[str, Any]) -> None:
+    known = model_options(model)
+    if known is None:
+        return
+    valid, fixed = known
+    for key in options:
+        if key in valid:
+            continue
+        if key in fixed:
+            raise ConfigError(
+                f"config key 'model.options': option {key!r} for model {model!r} is set from {fixed[key]}, "
+                "not model.options"
+            )
+        msg = f"config key 'model.options': unknown option {key!r} for model {model!r}"
+        if not valid:
+            raise ConfigError(f"{msg}, which takes no options")
+        close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+        hint = f". Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{msg}; valid options: {', '.join(valid)}{hint}")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -236,11 +349,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if tp is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 reads 1e-12 (no dot) as a string
+        value = float(value)  # YAML 1.1 reads 1e-12 (no dot) as a string
     if (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
         raise ConfigError(f"config key {key!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is float and not math.isfinite(value):
+        # no float key has a use for NaN or infinity, and NaN passes no range check while inf passes many
+        raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
     return value
 
 
@@ -250,10 +366,24 @@ def _field_names(cls: Any) -> set[str]:
 
 def _unknown_key(key: str, valid: set[str], prefix: str) -> ConfigError:
     msg = f"unknown config key {prefix + key!r}; valid keys here: {', '.join(sorted(valid))}"
-    close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.5)
+    close = [prefix + c for c in difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.5)]
+    # a key of another section (--epochs for --train.epochs): its exact name wins over a near miss here
+    elsewhere = _section_keys()
+    dotted = [f"{section}.{key}" for section, names in elsewhere.items() if key in names]
+    if not dotted and not close:
+        every = sorted(f"{section}.{name}" for section, names in elsewhere.items() for name in names)
+        by_name = {d.partition(".")[2]: d for d in every}
+        dotted = [by_name[c] for c in difflib.get_close_matches(key, sorted(by_name), n=1, cutoff=0.6)]
+    close = [d for d in dotted if d != prefix + key] or close
     if close:
-        msg += f". Did you mean {prefix + close[0]!r}?"
+        msg += ". Did you mean " + " or ".join(map(repr, close)) + "?"
     return ConfigError(msg)
+
+
+def _section_keys() -> dict[str, set[str]]:
+    """Each section of :class:`ExperimentConfig` (``data``, ``model``...) and its keys."""
+    hints = typing.get_type_hints(ExperimentConfig)
+    return {name: _field_names(tp) for name, tp in hints.items() if dataclasses.is_dataclass(tp)}
 
 
 def config_from_dict(data: dict[str, Any], cls: Any = ExperimentConfig, prefix: str = "") -> Any:
@@ -298,7 +428,16 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
                 raise ConfigError(f"override {arg!r} needs a value")
             key, raw = arg[2:], args[i + 1]
             i += 2
-        out[key.replace("-", "_")] = yaml.safe_load(raw) if raw != "" else ""
+        key = key.replace("-", "_")
+        try:
+            out[key] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            # the parser's own report is a multi-line excerpt with a caret; its first problem is the useful part
+            reason = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(
+                f"override --{key} {raw!r} is not valid YAML: {reason} (write lists as [64, 64], mappings as "
+                "{zeta: 0.1}, and quote the value in the shell)"
+            ) from None
     return out
 
 
@@ -327,7 +466,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        loaded = yaml.safe_load(p.read_text())
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))  # not the locale's encoding: the same on every machine
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {str(p)!r} must be UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start} is not "
+            "valid UTF-8)"
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
     if loaded is not None and not isinstance(loaded, dict):
