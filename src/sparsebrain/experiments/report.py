@@ -45,6 +45,8 @@ __all__ = [
     "markdown_table",
     "metric_spec",
     "plot_files",
+    "regrowth_rule",
+    "regrowth_rule_of",
     "summarize",
     "table_caption",
     "time_axis",
@@ -1407,11 +1409,12 @@ def build_report(
 
     The plots: the headline metric over training (``accuracy.png`` for test accuracy, ``<metric>.png`` otherwise,
     e.g. ``val_ppl.png``; a panel per sparse density with dense as reference; a log y axis for a perplexity or loss
-    that spans a decade), ``density_anp.png``, ``degree_distribution.png`` (final masks), ``links_changed.png`` and
-    ``ch_score_variance.png``; curves are means over seeds with a ± std band, against epoch or step as
-    :func:`time_axis` decides. A plot without data (dense runs only, no method with regrowth scores) is skipped,
-    removed if an earlier report left one, and the report says why. ``report.md`` is written to a temporary file and
-    renamed, so a reader never sees half a report.
+    that spans a decade), ``density_anp.png``, ``degree_distribution.png`` (the final masks' fan-out per input
+    neuron and fan-in per output neuron), ``links_changed.png`` and ``ch_score_variance.png`` (one panel per
+    regrowth rule, random regrowth left out: see :func:`regrowth_rule`); curves are means over seeds with a ± std
+    band, against epoch or step as :func:`time_axis` decides. A plot without data (dense runs only, no method with
+    regrowth scores) is skipped, removed if an earlier report left one, and the report says why. ``report.md`` is
+    written to a temporary file and renamed, so a reader never sees half a report.
 
     Args:
         paths: run directories or directories containing them (see :func:`collect_runs`).
