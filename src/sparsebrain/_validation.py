@@ -34,17 +34,17 @@ def _is_bool(value: object) -> bool:
     return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"))
 
 
-def _real(value: object, name: str, what: str) -> float:
-    """``value`` as a float; ``TypeError`` naming ``name`` for a bool, a string or anything ``float()`` refuses.
+def _real(value: object, name: str, what: str, error: type[Exception] = TypeError) -> float:
+    """``value`` as a float; ``error`` naming ``name`` for a bool, a string or anything ``float()`` refuses.
 
     A bool or a string would pass ``float()`` (``True`` -> 1.0, ``"0.5"`` -> 0.5) and hide a caller's mistake.
     """
     if _is_bool(value) or isinstance(value, str | bytes):
-        raise TypeError(f"{name} must be a number {what}, got {value!r} ({type(value).__name__})")
+        raise error(f"{name} must be a number {what}, got {value!r} ({type(value).__name__})")
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number {what}, got {value!r} ({type(value).__name__})") from None
+        raise error(f"{name} must be a number {what}, got {value!r} ({type(value).__name__})") from None
 
 
 def check_density(density: float, name: str = "density") -> float:
@@ -66,9 +66,10 @@ def check_density(density: float, name: str = "density") -> float:
 
 
 def check_fraction(value: float, name: str, *, closed_low: bool = True, closed_high: bool = True) -> float:
-    """Returns ``value`` if it lies in the interval [0, 1] (ends open or closed as asked), else raises."""
+    """Returns ``value`` if it is a number in the interval [0, 1] (ends open or closed as asked), else raises
+    ``ValueError`` naming ``name`` (a string or a bool too, like :func:`check_positive_int`)."""
     lo, hi = ("[" if closed_low else "("), ("]" if closed_high else ")")
-    v = _real(value, name, f"in {lo}0, 1{hi}")
+    v = _real(value, name, f"in {lo}0, 1{hi}", ValueError)
     lo_ok = v >= 0.0 if closed_low else v > 0.0
     hi_ok = v <= 1.0 if closed_high else v < 1.0
     if not (lo_ok and hi_ok) or math.isnan(v):

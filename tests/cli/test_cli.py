@@ -294,6 +294,8 @@ def test_list_shows_nm_inits_patterns_layouts_and_sequence_data(capsys: pytest.C
         (["--model.hidden", "[]"], r"'model.hidden' must be a non-empty list"),
         (["--model.hidden", "[64,64"], r"override --model.hidden '\[64,64' is not valid YAML"),
         (["--sparsity.options", "{temperature: [.nan, 1]}"], "temperature must be a pair of finite numbers"),
+        (["--sparsity.options", "{zeta: '0.3'}"], r"zeta must be a number in \[0, 1\], got '0.3' \(str\)"),
+        (["--sparsity.method", "chts", "--sparsity.options", "{init_kwargs: {r: '0.3'}}"], "r must be a number"),
         (["--train.grad_clip", ".inf"], "'train.grad_clip' must be a finite number"),
         (["--data.name", "mnist_idx", "--data.path", "null"], "'data.path' must be set for data.name 'mnist_idx'"),
         (["--epochs", "3"], "unknown config key 'epochs'.*Did you mean 'train.epochs'"),
@@ -308,7 +310,7 @@ def test_bad_input_is_one_line_and_exit_2(
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("sparsebrain: error: "), err
     assert re.search(message, err), err
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run" / "summary.json").exists()
 
 
 def test_non_utf8_config_file_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -333,8 +335,8 @@ def test_interrupt_during_start_up_is_one_line_and_exit_130(
 
 def test_seed_at_the_top_of_the_int64_range_trains(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     run = tmp_path / "run"
-    code, _, err = _main(capsys, "train", *SMALL, "--train.epochs", "2", "--sparsity.method", "set",
-                         "--sparsity.update_interval", "5", "--seed", str(2**63 - 1), "--run-dir", str(run))  # fmt: skip
+    args = ["--train.epochs", "2", "--sparsity.method", "set", "--sparsity.update_interval", "5"]
+    code, _, err = _main(capsys, "train", *SMALL, *args, "--seed", str(2**63 - 1), "--run-dir", str(run))
     assert code == 0, err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["seed"] == 2**63 - 1 and summary["status"] == "finished"
@@ -343,7 +345,7 @@ def test_seed_at_the_top_of_the_int64_range_trains(capsys: pytest.CaptureFixture
 
 def test_the_command_imports_torch_only_inside_main() -> None:
     # a Ctrl-C during torch's import (seconds) must land inside main(), which turns it into one line
-    code = "import sys, sparsebrain, sparsebrain.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    code = "import sys, sparsebrain, sparsebrain.cli; print(sorted(m for m in sys.modules if m.startswith('torch')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -359,12 +361,15 @@ def test_sigint_while_reading_input_is_one_line_and_exit_130(tmp_path: Path) -> 
     deadline = time.time() + 60
     while True:  # a writer can open the FIFO only once the reader has: then the command is waiting in main()
         try:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
             break
         except OSError as e:
             assert e.errno == errno.ENXIO and time.time() < deadline and proc.poll() is None
             time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:  # the writer stays open, so the read blocks (no end of file) until the signal
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(writer)
     assert proc.returncode == 130, err
     assert err.count("\n") == 1 and err.startswith("sparsebrain: interrupted"), err

@@ -194,6 +194,11 @@ def load_mnist_idx(path: str | Path) -> ArrayDataset:
         >>> ds.name, ds.input_shape  # doctest: +SKIP
         ('mnist', (28, 28))
     """
+    if path is None:  # the config's data.path defaults to None; Path(None) would say only "expected str"
+        raise TypeError(
+            "load_mnist_idx needs path=, a directory holding the four MNIST IDX files (there is no default: full "
+            "MNIST is not available from any offline package); in a config, set data.path"
+        )
     directory = Path(path).expanduser()
     missing = _find_idx_files(directory)[1]
     if missing:

@@ -210,7 +210,7 @@ class ExperimentConfig:
         need(self.data.max_len >= 4, "data.max_len", "an integer >= 4", self.data.max_len)
         try:
             method = resolve_method(s.method, **s.options)
-        except ValueError as e:
+        except (TypeError, ValueError) as e:  # TypeError: a number given as a string, e.g. {initial_density: "0.5"}
             raise ConfigError(f"config key 'sparsity': {e}") from None
         nm = method.nm if method.sparse else None
         if nm is not None and abs(s.density - nm[0] / nm[1]) > 1e-9:
