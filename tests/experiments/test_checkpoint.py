@@ -117,8 +117,11 @@ def _wrong_mask(run: Path) -> None:
 BAD: dict[str, tuple[Callable[[Path], object], str]] = {
     "empty": (lambda run: (run / "checkpoint.pt").write_bytes(b""), "is empty"),
     "truncated": (lambda run: (run / "checkpoint.pt").write_bytes(_real(run)[:3000]), "cut short or damaged"),
-    "random": (lambda run: (run / "checkpoint.pt").write_bytes(os.urandom(5000)), "is not a checkpoint"),
-    "text": (lambda run: (run / "checkpoint.pt").write_text("step: 3\nweights: none\n"), "is not a checkpoint"),
+    "random": (lambda run: (run / "checkpoint.pt").write_bytes(os.urandom(5000)), "was not written by torch.save"),
+    "text": (
+        lambda run: (run / "checkpoint.pt").write_text("step: 3\nweights: none\n"),
+        "was not written by torch.save",
+    ),
     "list": (lambda run: torch.save([1, 2, 3], run / "checkpoint.pt"), "not a sparsebrain run's checkpoint"),
     "no config": (lambda run: torch.save({"model": {}}, run / "checkpoint.pt"), "no 'config'"),
     "pickled code": (lambda run: torch.save({"config": _Evil()}, run / "checkpoint.pt"), "refuses"),

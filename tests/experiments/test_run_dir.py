@@ -184,7 +184,7 @@ def test_a_damaged_line_in_metrics_is_dropped_on_resume_with_a_warning(tmp_path:
     metrics = tmp_path / "cut" / "metrics.jsonl"
     line = len(metrics.read_text().splitlines()) + 1 if at_end else 2
     metrics.write_text(damage(metrics.read_text()))
-    with pytest.warns(UserWarning, match=rf"dropped 1 line.*\(line {line};"):
+    with pytest.warns(UserWarning, match=rf"dropped 1 line.*\(line {line}\)"):
         train(_cfg(), tmp_path / "cut", resume=True, quiet=True)
     events = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [e["event"] for e in events] == [e["event"] for e in expected] + ["resume"]

@@ -134,4 +134,4 @@ def _unreadable(path: Path, e: Exception) -> str:
         )
     if is_zip or head == b"PK":
         return "is cut short or damaged (its archive cannot be read)"
-    return "is not a checkpoint (not a file written by torch.save)"
+    return "was not written by torch.save (it is no checkpoint)"

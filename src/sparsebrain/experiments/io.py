@@ -59,8 +59,8 @@ def _disk_full_is_run_error(path: Path) -> Iterator[None]:
     except Exception as e:
         if _no_space(e):
             raise RunError(
-                f"no space left on the device while writing {str(path)!r}; free some space (or choose a --run-dir on "
-                "another disk), then continue with --resume: the last checkpoint is intact"
+                f"no space left on the device while writing {str(path)!r} (what it held before stays whole); free "
+                "some space, or use a --run-dir on another disk, then continue with --resume"
             ) from None
         raise
 
@@ -117,8 +117,9 @@ def lock_run_dir(run_dir: str | Path) -> Iterator[Path]:
     run_dir = Path(run_dir)
     lock = run_dir / LOCK
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = _acquire(lock) if fcntl is not None else None
+        with _disk_full_is_run_error(lock):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = _acquire(lock) if fcntl is not None else None
     except OSError as e:
         raise RunError(f"run directory {str(run_dir)!r} is not writable: {e.strerror or e}") from None
     try:
@@ -152,8 +153,13 @@ def _acquire(lock: Path) -> int:
         if current == os.fstat(fd).st_ino:
             break
         os.close(fd)  # the holder released and removed the file after we opened it: lock the new one
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+        raise
     return fd
 
 

@@ -216,8 +216,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
             kept.append(line)
     if bad:
         warnings.warn(
-            f"{path}: dropped {len(bad)} line(s) that are not JSON events (line {', '.join(map(str, bad))}; "
-            "a write cut short by a crash)",
+            f"{path}: dropped {len(bad)} line(s) that are not JSON events (line {', '.join(map(str, bad))}), "
+            "as a write cut short by a crash leaves",
             stacklevel=2,
         )
     atomic_write_text(path, "".join(line + "\n" for line in kept))
@@ -393,7 +393,7 @@ def _train(
             # same config, so the same model: the file was altered, or written by code of another layout
             raise RunError(
                 f"checkpoint {str(run_dir / CHECKPOINT)!r} does not fit the model and optimizer of its config "
-                f"({_one_line(e)}); {_START_OVER.format(run_dir=run_dir)}"
+                f"({_one_line(e)}); {_START_OVER}"
             ) from None
         _truncate_metrics(metrics, state.step)
         _append(metrics, {"event": "resume", "step": state.step, "epoch": state.step / task.steps_per_epoch})
@@ -515,7 +515,7 @@ def _diverged(why: str, run_dir: Path) -> DivergedError:
     )
 
 
-_START_OVER = "delete it to start the run over, or start again with another --run-dir ({run_dir} keeps the rest)"
+_START_OVER = "delete it to start the run over, or start again with another --run-dir"
 _RUN_KEYS = ("config", "model", "optimizer", "scheduler", "sparsifier", "state", "rng")
 
 
@@ -546,18 +546,17 @@ def read_run_checkpoint(path: Path, map_location: str | torch.device = "cpu") ->
     Raises:
         RunError: naming the file and what to do, when it is unreadable, damaged, or not a run's checkpoint.
     """
-    start_over = _START_OVER.format(run_dir=path.parent)
-    ckpt = load_checkpoint(path, map_location, advice=start_over)
+    ckpt = load_checkpoint(path, map_location, advice=_START_OVER)
     missing = [k for k in _RUN_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(_RUN_KEYS)
     if missing:
         raise RunError(
             f"checkpoint {str(path)!r} is not a sparsebrain run's checkpoint (no {', '.join(map(repr, missing))}); "
-            f"{start_over}"
+            f"{_START_OVER}"
         )
     try:
         ckpt["config"] = config_from_dict(ckpt["config"])
     except (ConfigError, TypeError, ValueError, AttributeError) as e:
-        raise RunError(f"checkpoint {str(path)!r} holds an invalid config ({_one_line(e)}); {start_over}") from None
+        raise RunError(f"checkpoint {str(path)!r} holds an invalid config ({_one_line(e)}); {_START_OVER}") from None
     return ckpt
 
 
