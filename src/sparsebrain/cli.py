@@ -135,6 +135,9 @@ def _cmd_retrain(args: argparse.Namespace, extra: list[str]) -> int:
     from .experiments.trainer import default_run_dir
 
     source = Path(args.source)
+    if not source.exists():
+        return _fail(f"--from {args.source!r} does not exist: give the directory of a finished dense run (or its "
+                     "checkpoint file with --config)")  # fmt: skip
     config = args.config or (source / "config.yaml" if source.is_dir() else None)
     if config is None:
         return _fail(f"--from {args.source!r} is a checkpoint file: pass --config with the config it was trained with")
@@ -184,7 +187,12 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise ValueError(f"method variant {spec!r}: {item!r} is not key=value")
-        options[key.strip()] = yaml.safe_load(value.strip())
+        try:
+            options[key.strip()] = yaml.safe_load(value.strip())
+        except yaml.YAMLError as e:
+            reason = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ValueError(f"method variant {spec!r}: the value of {key.strip()!r}, {value.strip()!r}, is not "
+                             f"valid YAML ({reason})") from None  # fmt: skip
     return name.strip(), options
 
 
@@ -216,6 +224,7 @@ def _auto_jobs(n: int, device: str) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
+    from ._validation import check_density, check_seed
     from .dst.methods import METHODS
     from .experiments.config import ConfigError, config_to_dict, load_config
     from .experiments.io import RunError, atomic_write_text
@@ -226,11 +235,15 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
         seeds = _split(args.seeds, int, "seeds")
         base = load_config(args.config, extra)
         densities = _split(args.densities, float, "densities") if args.densities else [base.sparsity.density]
+        for seed in seeds:  # before anything is written
+            check_seed(seed, "each of --seeds")
+        for density in densities:
+            check_density(density, "each of --densities")
         for m in methods:
             name, options = parse_method(m)
             if name not in METHODS or options:  # raises with the valid names and a suggestion
                 load_config(None, {"sparsity.method": name, "sparsity.options": options})
-    except (ValueError, ConfigError) as e:
+    except (ValueError, TypeError, ConfigError) as e:
         return _fail(str(e))
     import yaml
 
@@ -362,7 +375,15 @@ def _load_published(path: str | None) -> dict[str, float] | None:
         return None
     import yaml
 
-    data = yaml.safe_load(Path(path).read_text())
+    if not Path(path).is_file():
+        raise ValueError(f"--published {path!r} does not exist")
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"--published {path!r} is not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        reason = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"--published {path!r} is not valid YAML ({reason})") from None
     if not isinstance(data, dict) or not all(isinstance(v, int | float) for v in data.values()):
         raise ValueError(f"--published {path!r} must map method names to accuracies in %")
     return {str(k): float(v) for k, v in data.items()}
@@ -399,7 +420,7 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     from .data import DATASETS
     from .data.text import CORPORA
     from .dst import DENSITY_SCHEDULES, METHODS, REGROWTHS, REMOVALS, TEMPERATURE_SCHEDULES, ZETA_SCHEDULES
-    from .dst.methods import _SAMPLINGS, NM_INITS
+    from .dst.methods import _SAMPLINGS, NM_INITS, REGROWTH_CANDIDATES
     from .experiments.tasks.sequence import SEQUENCE_DATA
     from .models import MODELS
     from .topology import ALLOCATIONS, INITS, LINK_PREDICTORS
@@ -411,6 +432,7 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
         "removal rules": REMOVALS.names(),
         "regrowth rules": REGROWTHS.names(),
         "regrowth sampling": list(_SAMPLINGS),
+        "regrowth candidates": list(REGROWTH_CANDIDATES),
         "link predictors": LINK_PREDICTORS.names(),
         "initial topologies": INITS.names(),
         "N:M initial topologies": list(NM_INITS),

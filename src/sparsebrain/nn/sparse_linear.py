@@ -120,6 +120,12 @@ class SparseLinear(nn.Module):
         # The mask buffer may be registered empty; accept the stored mask whatever our current one is.
         key = prefix + "mask"
         mask = state_dict.get(key, self.mask)
+        if tuple(mask.shape) != (self.out_features, self.in_features):
+            error_msgs.append(
+                f"sparse layer {prefix[:-1]!r}: the loaded mask has shape {tuple(mask.shape)}, but the layer's weight "
+                f"is (out, in) = {(self.out_features, self.in_features)}"
+            )
+            return
         if key in state_dict:
             self.mask = torch.empty_like(state_dict[key], dtype=torch.bool, device=self.weight.device)
         weight = state_dict.get(prefix + "weight")
