@@ -330,19 +330,20 @@ def _not_reusable(run_dir: Path, cfg: Any) -> str | None:
     A finished run counts only if its ``config.yaml`` is ``cfg`` and an unfinished one only if its checkpoint was made
     with ``cfg``, up to :data:`~sparsebrain.experiments.trainer.EXECUTION_ONLY` settings (threads, device).
     """
-    from .experiments.config import ConfigError, load_config
+    from .experiments.config import ConfigError, load_config, read_config_file
     from .experiments.trainer import CHECKPOINT, CONFIG, SUMMARY, RunError, config_changes, read_run_checkpoint
 
     if (run_dir / SUMMARY).exists():
         try:
-            saved = load_config(run_dir / CONFIG)
+            load_config(run_dir / CONFIG)
+            saved = read_config_file(run_dir / CONFIG)  # as written: keys it lacks are differences
         except ConfigError as e:
             return f"holds a finished run whose {CONFIG} cannot be read ({e})"
         changed = config_changes(saved, cfg)
         return f"holds a finished run of another config (differs in {', '.join(changed)})" if changed else None
     if (run_dir / CHECKPOINT).exists():
         try:
-            saved = read_run_checkpoint(run_dir / CHECKPOINT)["config"]
+            saved = read_run_checkpoint(run_dir / CHECKPOINT)["config_saved"]
         except RunError as e:
             return f"holds an unfinished run whose checkpoint cannot be used ({e})"
         changed = config_changes(saved, cfg)
@@ -375,7 +376,7 @@ def _load_published(path: str | None) -> dict[str, float] | None:
         return None
     import yaml
 
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise ValueError(f"--published {path!r} does not exist")
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))

@@ -66,7 +66,7 @@ def test_retrain_bad_input(dense_run: Path, tmp_path: Path, args: list[str], mes
 
 def test_retrain_from_a_missing_run_or_an_unfitting_checkpoint(dense_run: Path, tmp_path: Path) -> None:
     proc = sb("retrain", "--from", str(tmp_path / "nope"), check=False)
-    assert proc.returncode == 2 and "pass --config" in proc.stderr
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
     proc = sb("retrain", "--from", str(dense_run), "--model.hidden", "[64, 64]", "--run-dir", str(tmp_path / "y"),
               check=False)  # fmt: skip
     assert proc.returncode == 2 and "model.init_from" in proc.stderr and "does not fit" in proc.stderr

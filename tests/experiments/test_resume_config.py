@@ -28,3 +28,30 @@ def test_resume_with_other_threads_continues_but_other_lr_is_refused(tmp_path: P
         train(load_config(None, {**TINY, "train.threads": 1, "train.lr": 0.123}), run, resume=True, quiet=True)
     summary = train(load_config(None, {**TINY, "train.threads": 2}), run, resume=True, quiet=True)
     assert summary["status"] == "finished"
+
+
+def test_a_checkpoint_whose_config_lacks_a_key_is_refused_naming_it(tmp_path: Path) -> None:
+    """A run from before data.val_fraction trained on the whole training split: its default no longer describes it."""
+    import torch
+
+    from sparsebrain.experiments.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    cfg = load_config(None, {**TINY, "train.epochs": 2, "train.threads": 1})
+    train(cfg, run, quiet=True)
+    (run / "summary.json").unlink()
+    ckpt = load_checkpoint(run / "checkpoint.pt", torch.device("cpu"), advice="")
+    del ckpt["config"]["data"]["val_fraction"]
+    save_checkpoint(run / "checkpoint.pt", ckpt)
+    with pytest.raises(RunError, match=r"differs in data\.val_fraction"):
+        train(cfg, run, resume=True, quiet=True)
+
+
+def test_config_changes_counts_keys_absent_from_a_saved_mapping() -> None:
+    from sparsebrain.experiments.config import config_to_dict
+
+    cfg = load_config(None, TINY)
+    saved = config_to_dict(cfg)
+    assert config_changes(saved, cfg) == []
+    del saved["data"]["val_fraction"]
+    assert config_changes(saved, cfg) == ["data.val_fraction"]

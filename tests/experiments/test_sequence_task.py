@@ -106,7 +106,7 @@ def test_baseline_task_has_no_slow_learning(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", ["rsgn", "seq_mlp", "seq_transformer", "seq_sparse_transformer", "seq_bilstm"])
 def test_wrong_data_name_names_the_key_and_the_choices(model: str) -> None:
     with pytest.raises(ConfigError, match="data.name") as err:
-        _cfg(**{"model.name": model, "data.name": "digits"})
+        _cfg(**{"model.name": model, "data.name": "digits", "model.options": {}})
     assert "rsgn_hierarchical" in str(err.value) and "rsgn_long_range" in str(err.value) and model in str(err.value)
 
 

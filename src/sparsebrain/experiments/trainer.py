@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,8 +266,12 @@ def _load_task(cfg: ExperimentConfig, device: torch.device, run_dir: Path, datas
 EXECUTION_ONLY = ("train.threads", "train.device", "out_dir")
 
 
-def config_changes(saved: ExperimentConfig, current: ExperimentConfig) -> list[str]:
+def config_changes(saved: ExperimentConfig | Mapping[str, Any], current: ExperimentConfig) -> list[str]:
     """Dotted keys whose values differ between two configs, ignoring :data:`EXECUTION_ONLY` settings.
+
+    ``saved`` may be the raw mapping a run saved (its ``config.yaml``, its checkpoint's ``"config"``): a key it lacks
+    counts as a difference, since a run written before that key existed did not necessarily behave as its default
+    does now (before ``data.val_fraction``, classification runs trained on the whole training split).
 
     Example:
         >>> from sparsebrain.experiments.config import load_config
@@ -281,8 +286,10 @@ def config_changes(saved: ExperimentConfig, current: ExperimentConfig) -> list[s
             out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "options" else {f"{prefix}{k}": v})
         return out
 
-    a, b = flat(config_to_dict(saved)), flat(config_to_dict(current))
-    return sorted(k for k in a.keys() | b.keys() if k not in EXECUTION_ONLY and a.get(k) != b.get(k))
+    absent = object()
+    a = flat(dict(saved) if isinstance(saved, Mapping) else config_to_dict(saved))
+    b = flat(config_to_dict(current))
+    return sorted(k for k in a.keys() | b.keys() if k not in EXECUTION_ONLY and a.get(k, absent) != b.get(k, absent))
 
 
 def train(
@@ -335,7 +342,7 @@ def _train(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     ckpt = read_run_checkpoint(run_dir / CHECKPOINT, device) if has_ckpt else None
-    if ckpt is not None and (changed := config_changes(ckpt["config"], cfg)):
+    if ckpt is not None and (changed := config_changes(ckpt["config_saved"], cfg)):
         raise RunError(
             f"the checkpoint in {str(run_dir)!r} was made with another config (differs in {', '.join(changed)}); "
             f"resume with the same config (its config.yaml) or choose another --run-dir"
@@ -543,6 +550,8 @@ def _check_shapes(model: torch.nn.Module, state: dict[str, Any]) -> None:
 def read_run_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Loads a run's ``checkpoint.pt`` for ``--resume``, its ``"config"`` as an :class:`ExperimentConfig`.
 
+    ``"config_saved"`` keeps the mapping as written, for :func:`config_changes`.
+
     Raises:
         RunError: naming the file and what to do, when it is unreadable, damaged, or not a run's checkpoint.
     """
@@ -553,6 +562,7 @@ def read_run_checkpoint(path: Path, map_location: str | torch.device = "cpu") ->
             f"checkpoint {str(path)!r} is not a sparsebrain run's checkpoint (no {', '.join(map(repr, missing))}); "
             f"{_START_OVER}"
         )
+    ckpt["config_saved"] = ckpt["config"]  # as written: keys it lacks are differences (see config_changes)
     try:
         ckpt["config"] = config_from_dict(ckpt["config"])
     except (ConfigError, TypeError, ValueError, AttributeError) as e:
