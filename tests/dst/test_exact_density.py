@@ -185,3 +185,15 @@ def test_final_density_of_a_schedule_that_empties_a_layer_is_refused() -> None:
 def test_sparsify_refuses_an_empty_layer_too() -> None:
     with pytest.raises(ValueError, match="0 links"):
         sb.sparsify_(torch.nn.Sequential(torch.nn.Linear(16, 1), torch.nn.Linear(1, 2)), 0.01)
+
+
+def test_the_layer_named_is_the_one_that_needs_the_highest_density() -> None:
+    """With several empty layers, the density given must give every layer a link, not only the first one."""
+    model = torch.nn.Sequential(torch.nn.Linear(40, 40), torch.nn.Linear(40, 2), torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError) as info:  # 1600 and 80 weights: both empty at 1e-4
+        sb.DynamicSparsifier(model, None, method="set", density=1e-4, filter_fn=lambda n, m: n != "2")
+    msg = str(info.value)
+    assert "'1'" in msg and "(2, 40)" in msg and "1 other layers" in msg, msg
+    smallest = float(msg.split("smallest density that gives it a link is ")[1].split(";")[0])
+    model = torch.nn.Sequential(torch.nn.Linear(40, 40), torch.nn.Linear(40, 2), torch.nn.Linear(2, 2))
+    sb.DynamicSparsifier(model, None, method="set", density=smallest, filter_fn=lambda n, m: n != "2")

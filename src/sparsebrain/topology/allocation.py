@@ -132,7 +132,8 @@ def check_no_empty_layer(
 ) -> None:
     """Raises ``ValueError`` if ``density`` would leave a layer with 0 links (it would train at chance, silently).
 
-    The message names the layer, its shape and the smallest density that gives it a link.
+    The message names the layer that needs the highest density among the empty ones, its shape and the smallest
+    density that gives it a link (at which every layer has one), and how many other layers are empty.
 
     Example:
         >>> check_no_empty_layer(["fc1", "fc2"], [(16, 8), (1, 8)], 0.01)
@@ -143,13 +144,16 @@ density 0.01, allocation 'uniform'); the smallest density that gives it a link i
 the layer dense with filter_fn
     """
     checked = _check_shapes(shapes)
-    for i, ((o, n_in), links) in enumerate(zip(checked, link_counts(allocation, checked, density))):
-        if links < 1:
-            layer_density = allocate(allocation, checked, density)[i]
-            alloc = allocation if isinstance(allocation, str) else getattr(allocation, "__name__", repr(allocation))
-            raise ValueError(
-                f"density {density:g} gives sparse layer {names[i]!r} of shape (out, in) = {(o, n_in)} 0 links "
-                f"({o * n_in} weights at layer density {layer_density:.3g}, allocation {alloc!r}); the smallest "
-                f"density that gives it a link is {_smallest_density_with_a_link(allocation, checked, i)}; raise the "
-                "density or leave the layer dense with filter_fn"
-            )
+    empty = [i for i, links in enumerate(link_counts(allocation, checked, density)) if links < 1]
+    if not empty:
+        return
+    needed = {i: _smallest_density_with_a_link(allocation, checked, i) for i in empty}
+    i = max(empty, key=lambda j: float(needed[j]))  # the binding layer: its density gives every layer a link
+    (o, n_in), layer_density = checked[i], allocate(allocation, checked, density)[i]
+    alloc = allocation if isinstance(allocation, str) else getattr(allocation, "__name__", repr(allocation))
+    others = f" ({len(empty) - 1} other layers have 0 links too)" if len(empty) > 1 else ""
+    raise ValueError(
+        f"density {density:g} gives sparse layer {names[i]!r} of shape (out, in) = {(o, n_in)} 0 links "
+        f"({o * n_in} weights at layer density {layer_density:.3g}, allocation {alloc!r}){others}; the smallest "
+        f"density that gives it a link is {needed[i]}; raise the density or leave the layer dense with filter_fn"
+    )
