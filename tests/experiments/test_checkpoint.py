@@ -50,7 +50,7 @@ def interrupted(finished: Path, tmp_path: Path) -> Path:
 def _flip_a_weight_bit(path: Path, weight: torch.Tensor) -> None:
     """Flips the lowest mantissa bit of a non-zero element of ``weight`` where the file stores it."""
     data = bytearray(path.read_bytes())
-    w = weight.detach().contiguous()
+    w = weight.detach().cpu().contiguous()
     offset = data.find(w.numpy().tobytes())  # torch.save stores each tensor's bytes uncompressed
     assert offset >= 0 and data.find(w.numpy().tobytes(), offset + 1) < 0
     i = int(torch.nonzero(w.reshape(-1))[0])
