@@ -11,20 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_cli import sb
 
 from sparsebrain.experiments.config import load_config
 from sparsebrain.experiments.trainer import train
 
 TINY = ["--data.name", "synthetic", "--model.hidden", "[16]", "--train.threads", "1", "--train.batch_size", "256"]
-
-
-def sb(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "sparsebrain", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    return proc
 
 
 def _error_line(code: int, err: str) -> str:

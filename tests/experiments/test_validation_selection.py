@@ -26,6 +26,17 @@ def _cfg(**overrides: Any):  # type: ignore[no-untyped-def]
     return load_config(None, {**TINY, **overrides})
 
 
+def _scripted_evaluations(monkeypatch: pytest.MonkeyPatch, val: list[float], test: list[float]) -> Any:
+    """Makes the evaluations return ``val`` and ``test`` accuracies in turn; returns a small data set to train on."""
+    val_acc, test_acc = iter(val), iter(test)
+    monkeypatch.setattr(
+        ClassificationTask,
+        "evaluate",
+        lambda self: {"val_loss": 1.0, "val_acc": next(val_acc), "test_loss": 1.0, "test_acc": next(test_acc)},
+    )
+    return load_dataset("synthetic", n=400, dim=8, classes=3, seed=0)
+
+
 def _rows(x: torch.Tensor) -> set[tuple[float, ...]]:
     return {tuple(r.tolist()) for r in x}
 
@@ -88,14 +99,7 @@ def test_best_is_the_test_accuracy_at_the_best_validation_evaluation(
 ) -> None:
     # Validation and test disagree: the test accuracy peaks at epoch 3, the validation accuracy at epoch 2 (and ties
     # at epoch 4, where the earlier evaluation wins).
-    val = iter([0.50, 0.90, 0.70, 0.90])
-    test = iter([0.60, 0.65, 0.95, 0.80])
-    monkeypatch.setattr(
-        ClassificationTask,
-        "evaluate",
-        lambda self: {"val_loss": 1.0, "val_acc": next(val), "test_loss": 1.0, "test_acc": next(test)},
-    )
-    data = load_dataset("synthetic", n=400, dim=8, classes=3, seed=0)
+    data = _scripted_evaluations(monkeypatch, val=[0.50, 0.90, 0.70, 0.90], test=[0.60, 0.65, 0.95, 0.80])
     run = tmp_path / "run"
     summary = train(_cfg(), run, quiet=True, dataset=data)
     m = summary["metrics"]
@@ -117,14 +121,7 @@ def test_best_is_the_test_accuracy_at_the_best_validation_evaluation(
 
 def test_only_evaluations_at_the_final_density_compete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # CHTss starts denser than its target: its best validation accuracy while dense must not stand for the sparse run.
-    val = iter([0.99, 0.50, 0.60, 0.70])
-    test = iter([0.98, 0.40, 0.55, 0.65])
-    monkeypatch.setattr(
-        ClassificationTask,
-        "evaluate",
-        lambda self: {"val_loss": 1.0, "val_acc": next(val), "test_loss": 1.0, "test_acc": next(test)},
-    )
-    data = load_dataset("synthetic", n=400, dim=8, classes=3, seed=0)
+    data = _scripted_evaluations(monkeypatch, val=[0.99, 0.50, 0.60, 0.70], test=[0.98, 0.40, 0.55, 0.65])
     cfg = _cfg(**{"sparsity.method": "chtss", "sparsity.density": 0.2})
     summary = train(cfg, tmp_path / "run", quiet=True, dataset=data)
     densities = [json.loads(line)["density"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
