@@ -69,7 +69,7 @@ def test_compare_and_report(tmp_path: Path) -> None:
     out = sb("compare", *TINY, "--train.epochs", "2", "--methods", "dense,set", "--seeds", "0,1",
              "--sparsity.density", "0.2", "--out", str(tmp_path / "cmp"))  # fmt: skip
     runs = sorted(p.name for p in (tmp_path / "cmp").iterdir() if (p / "summary.json").exists())
-    assert runs == ["mlp-dense_d0.2_s0", "mlp-dense_d0.2_s1", "mlp-set_d0.2_s0", "mlp-set_d0.2_s1"]
+    assert runs == ["mlp-dense_d1_s0", "mlp-dense_d1_s1", "mlp-set_d0.2_s0", "mlp-set_d0.2_s1"]  # dense: density 1
     assert "| dense" in out.stdout and "| set" in out.stdout
     report = tmp_path / "cmp" / "report" / "report.md"
     assert report.exists() and "accuracy.png" in report.read_text()

@@ -204,3 +204,9 @@ def test_default_run_dirs_name_the_model() -> None:
     assert len(set(names.values())) == 3
     cfg = load_config(None, {"sparsity.method": "chts", "sparsity.density": 0.05, "sparsity.label": "chts[zeta=0.1]"})
     assert default_run_dir(cfg) == Path("runs/default/mlp-chts-zeta-0.1_d0.05_s0")
+
+
+def test_a_dense_run_is_named_at_density_1_whatever_the_config_says() -> None:
+    """Its summary and the report say density 1: a directory named d0.05 would say otherwise."""
+    cfg = load_config(None, {"sparsity.method": "dense", "sparsity.density": 0.05})
+    assert default_run_dir(cfg) == Path("runs/default/mlp-dense_d1_s0")

@@ -60,15 +60,21 @@ def run_leaf(cfg: ExperimentConfig) -> str:
     """The name of a run's directory: ``MODEL-METHOD_dDENSITY_sSEED``, METHOD being the label or else the method.
 
     ``train``'s default run directory and each run of ``compare`` are named by it, so that runs that differ in
-    model, method, density or seed never share a directory.
+    model, method, density or seed never share a directory. A method that sparsifies nothing (``dense``) is named at
+    density 1, what it trains at and what its summary records, whatever ``sparsity.density`` says.
 
     Example:
         >>> from sparsebrain.experiments.config import load_config
         >>> run_leaf(load_config(None, {"model.name": "mlp", "sparsity.method": "set", "sparsity.density": 0.1}))
         'mlp-set_d0.1_s0'
+        >>> run_leaf(load_config(None, {"model.name": "mlp", "sparsity.method": "dense", "sparsity.density": 0.1}))
+        'mlp-dense_d1_s0'
     """
+    from ..dst.methods import resolve_method
+
     s = cfg.sparsity
-    return f"{run_name(cfg.model.name)}-{run_name(s.label or s.method)}_d{s.density:g}_s{cfg.seed}"
+    density = s.density if resolve_method(s.method, **s.options).sparse else 1.0
+    return f"{run_name(cfg.model.name)}-{run_name(s.label or s.method)}_d{density:g}_s{cfg.seed}"
 
 
 def run_name(label: str) -> str:
