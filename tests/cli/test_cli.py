@@ -356,8 +356,11 @@ def test_sigint_while_reading_input_is_one_line_and_exit_130(tmp_path: Path) -> 
 
     fifo = tmp_path / "published.yaml"
     os.mkfifo(fifo)  # the command blocks reading it, inside main()
+    # A child inherits an ignored SIGINT (a background job of a non-interactive shell runs so) and Python then keeps
+    # ignoring it: give the command the default disposition a terminal would.
     proc = subprocess.Popen([sys.executable, "-m", "sparsebrain", "report", str(tmp_path), "--published", str(fifo)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 60
     while True:  # a writer can open the FIFO only once the reader has: then the command is waiting in main()
         try:
