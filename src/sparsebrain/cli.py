@@ -113,7 +113,7 @@ def retrain_overrides(method: str, pattern: str, layout: str, source: str) -> di
     n, m = parse_nm(pattern)
     options: dict[str, Any] = {"pattern": pattern, "pattern_layout": layout, "init": "nm_magnitude"}
     cfg = resolve_method(method, **options)  # raises with the valid names for an unknown method
-    if cfg.dynamic and not cfg.ste:
+    if cfg.dynamic:
         options["temperature"] = [1.0, 3.0]
     return {
         "model.init_from": source,
@@ -421,10 +421,12 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
     from .data import DATASETS
     from .data.text import CORPORA
     from .dst import DENSITY_SCHEDULES, METHODS, REGROWTHS, REMOVALS, TEMPERATURE_SCHEDULES, ZETA_SCHEDULES
-    from .dst.methods import _SAMPLINGS, NM_INITS, REGROWTH_CANDIDATES
+    from .dst.methods import _SAMPLINGS, REGROWTH_CANDIDATES
     from .experiments.tasks.sequence import SEQUENCE_DATA
     from .models import MODELS
+    from .nn import LAYERS
     from .topology import ALLOCATIONS, INITS, LINK_PREDICTORS
+    from .topology.constraints import NM, Unstructured
     from .topology.nm import LAYOUTS
 
     presets = sorted({m.pattern for m in METHODS.values() if m.pattern}, key=lambda p: tuple(map(int, p.split(":"))))
@@ -435,10 +437,11 @@ def _cmd_list(args: argparse.Namespace, extra: list[str]) -> int:
         "regrowth sampling": list(_SAMPLINGS),
         "regrowth candidates": list(REGROWTH_CANDIDATES),
         "link predictors": LINK_PREDICTORS.names(),
-        "initial topologies": INITS.names(),
-        "N:M initial topologies": list(NM_INITS),
+        "initial topologies": [n for n in INITS.names() if Unstructured().accepts_init(INITS.get(n))],
+        "N:M initial topologies": [n for n in INITS.names() if NM(2, 4).accepts_init(INITS.get(n))],
         "N:M patterns": [f"any N:M with 1 <= N < M (presets: {', '.join(presets)})"],
         "N:M layouts": list(LAYOUTS),
+        "sparse layers": LAYERS.names(),
         "density allocations": ALLOCATIONS.names(),
         "density schedules": DENSITY_SCHEDULES.names(),
         "zeta schedules": ZETA_SCHEDULES.names(),

@@ -33,7 +33,7 @@ from torch.sparse import (
     SparseSemiStructuredTensorCUTLASS,
 )
 
-from .nn import SparseLinear, sparse_layers
+from .nn import SparseLayer, sparse_layers
 from .topology import is_rowwise
 
 __all__ = ["SEMI_STRUCTURED", "SemiStructuredLinear", "to_semi_structured"]
@@ -134,14 +134,14 @@ def to_semi_structured(
         {'0': 'semi_structured', '2': 'semi_structured'}
         >>> y = model(torch.randn(64, 512, device="cuda", dtype=torch.bfloat16))
     """
-    if isinstance(model, SparseLinear):
+    if isinstance(model, SparseLayer):
         raise ValueError(
             "to_semi_structured needs a model that contains SparseLinear layers, not a SparseLinear itself"
         )
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
     layers = sparse_layers(model)
-    masks = {name: layer.effective_mask() for name, layer in layers.items()}  # STE: the pattern of the current |W|
+    masks = {name: layer.topology() for name, layer in layers.items()}  # STE: the pattern of the current |W|
 
     # Check every mask first, so that a strict error leaves the model untouched.
     problems = {name: p for name, mask in masks.items() if (p := _mask_problem(mask)) is not None}

@@ -78,9 +78,6 @@ def test_nan_weights_at_update_name_the_layer_and_change_nothing() -> None:
         ({"temperature": (1.0, float("inf"))}, r"temperature must be a pair of finite numbers > 0"),
         ({"temperature": [1.0, 2.0, 3.0]}, r"temperature must be a pair"),
         ({"temperature": 2.0}, r"temperature must be a pair"),
-        ({"ste_decay": float("nan")}, r"ste_decay must be a finite number >= 0"),
-        ({"ste_decay": float("inf")}, r"ste_decay must be a finite number >= 0"),
-        ({"ste_decay": -1.0}, r"ste_decay must be a finite number >= 0"),
         ({"options": {"mest_lambda": float("nan")}}, r"options\['mest_lambda'\] must be finite"),
         ({"init_kwargs": {"r": float("inf")}}, r"init_kwargs\['r'\] must be finite"),
     ],
@@ -90,9 +87,15 @@ def test_non_finite_method_fields_are_refused(kwargs: dict, pattern: str) -> Non
         sb.DynamicSparsifier(_model(), None, method="chts", density=0.1, total_steps=10, update_interval=1, **kwargs)
 
 
-def test_non_finite_ste_decay_is_refused_for_ste_methods() -> None:
-    with pytest.raises(ValueError, match="ste_decay must be a finite number >= 0"):
-        sb.DynamicSparsifier(_model(), None, method="srste", ste_decay=float("nan"))
+@pytest.mark.parametrize("decay", [float("nan"), float("inf"), -1.0, "0.1", True])
+def test_bad_sr_ste_decay_is_refused(decay: object) -> None:
+    with pytest.raises(ValueError, match=r"layer_options\['decay'\].*must be a finite number >= 0"):
+        sb.DynamicSparsifier(_model(), None, method="srste", layer_options={"decay": decay})
+
+
+def test_layer_options_of_a_layer_that_takes_none_are_refused() -> None:
+    with pytest.raises(ValueError, match="SparseLinear takes no layer_options"):
+        sb.DynamicSparsifier(_model(), None, method="set", density=0.1, layer_options={"decay": 0.1})
 
 
 @pytest.mark.parametrize("density", ["0.5", True, b"0.5", [0.5]])

@@ -7,7 +7,7 @@ import torch
 from helpers import assert_zero_off_mask, dead_ends, tiny_batch, train_steps
 
 import sparsebrain as sb
-import sparsebrain.dst.sparsifier as engine
+import sparsebrain.topology.constraints as constraints
 
 # unstructured presets; the N:M ones (chts24, ste, asp, ...) have their own invariants in test_nm_methods.py
 SPARSE_METHODS = [m for m in sb.list_methods() if m != "dense" and sb.dst.METHODS[m].pattern is None]
@@ -20,14 +20,14 @@ def test_preset_invariants_over_50_updates(method: str, optim: str, make_setup, 
     assert sp.num_updates == 50
 
     calls: list[tuple[torch.Tensor, torch.Tensor]] = []
-    real_select = engine.select_regrowth
+    real_select = constraints.select_regrowth
 
     def spy(scores, candidates, k, sampling, generator):  # type: ignore[no-untyped-def]
         grown = real_select(scores, candidates, k, sampling, generator)
         calls.append((candidates.clone(), grown.clone()))
         return grown
 
-    monkeypatch.setattr(engine, "select_regrowth", spy)
+    monkeypatch.setattr(constraints, "select_regrowth", spy)
     updates: list[int] = []
     numel = {n: m.mask.numel() for n, m in sp.layers.items()}
 
@@ -113,9 +113,8 @@ def test_rigl_regrows_largest_dense_gradients(make_setup) -> None:  # type: igno
     layer = sp.layers["layers.1"]
     x, y = tiny_batch_for_test()
     loss = torch.nn.functional.cross_entropy(model(x), y)
-    assert layer.capture_dense_grad  # step 1 is an update step
     loss.backward()
-    dense = layer.dense_grad.clone()
+    dense = layer.dense_grad().clone()  # captured: step 1 is an update step
     old = layer.mask.clone()
     # the stored .grad is masked, the captured one is not
     assert torch.count_nonzero(layer.weight.grad[~old]) == 0
@@ -126,7 +125,9 @@ def test_rigl_regrows_largest_dense_gradients(make_setup) -> None:  # type: igno
     k = int(grown.sum())
     top = torch.topk(dense.abs().masked_fill(old, -1).flatten(), k).indices
     assert set(top.tolist()) == set(grown.flatten().nonzero().flatten().tolist())
-    assert layer.capture_dense_grad and layer.dense_grad is None  # step 2 is an update step too: fresh capture
+    assert layer.dense_grad() is None  # step 2 is an update step too: a fresh capture
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    assert layer.dense_grad() is not None
 
 
 def test_dense_gradient_is_captured_on_update_steps_only() -> None:
@@ -135,18 +136,19 @@ def test_dense_gradient_is_captured_on_update_steps_only() -> None:
     sp = sb.DynamicSparsifier(model, opt, method="rigl", density=0.3, total_steps=100, update_interval=3)
     layer = sp.layers["layers.0"]
     seen = []
-    for step in range(1, 10):
-        seen.append(layer.capture_dense_grad)
+    for _ in range(1, 10):
         x, y = tiny_batch_for_test()
         torch.nn.functional.cross_entropy(model(x), y).backward()
-        assert (layer.dense_grad is not None) == (step % 3 == 0)
+        seen.append(layer.dense_grad() is not None)
         opt.step()
         sp.step()
         opt.zero_grad()
     assert seen == [False, False, True] * 3
     # set does not need gradients at all
-    sp2 = sb.DynamicSparsifier(sb.models.MLP(20, [24, 24], 5), None, method="set", density=0.3, update_interval=1)
-    assert not any(m.capture_dense_grad for m in sp2.layers.values())
+    model2 = sb.models.MLP(20, [24, 24], 5)
+    sb.DynamicSparsifier(model2, None, method="set", density=0.3, update_interval=1)
+    torch.nn.functional.cross_entropy(model2(x), y).backward()
+    assert all(m.dense_grad() is None for m in sb.sparse_layers(model2).values())
 
 
 def tiny_batch_for_test() -> tuple[torch.Tensor, torch.Tensor]:

@@ -148,7 +148,7 @@ def test_nm_resume_is_bit_identical(method: str) -> None:
 def test_ste_forward_uses_best_pattern_and_gradient_passes_straight_through(method: str) -> None:
     model, opt, sp = _setup(method)
     n, m = sp.config.nm
-    decay = sp.config.ste_decay
+    decay = sp.config.layer_options.get("decay", 0.0)
     assert (decay > 0) == method.startswith("sr")
     for step in range(3):  # a few steps, so the weights are no longer at init
         x, y = tiny_batch(step)
@@ -183,7 +183,7 @@ def test_ste_forward_uses_best_pattern_and_gradient_passes_straight_through(meth
 def test_srste_decay_shrinks_pruned_weights_more_than_ste() -> None:
     norms = {}
     for method in ("ste", "srste"):
-        model, opt, sp = _setup(method, optim="sgd", ste_decay=0.0 if method == "ste" else 0.5)
+        model, opt, sp = _setup(method, optim="sgd", layer_options={"decay": 0.0 if method == "ste" else 0.5})
         train_steps(model, opt, sp, 0, 30)
         norms[method] = sum(float(lay.weight.detach()[~lay.mask].norm()) for lay in sp.layers.values())
     assert norms["srste"] < norms["ste"]
@@ -252,8 +252,8 @@ def test_layer_not_multiple_of_m_is_named_or_skipped() -> None:
         ({"method": "chts24", "pattern_layout": "diagonal"}, "pattern_layout"),
         ({"method": "chts24", "init": "er"}, "nm_random"),
         ({"method": "chts24", "regrowth": None}, "regrowth rule"),
-        ({"method": "set", "ste": True}, "needs an N:M pattern"),
-        ({"method": "srste", "ste_decay": -1.0}, "ste_decay"),
+        ({"method": "set", "layer": "ste", "dynamic": False}, "needs an N:M pattern"),
+        ({"method": "srste", "layer_options": {"decay": -1.0}}, "decay"),
     ],
 )
 def test_bad_nm_settings_are_refused(kw: dict, match: str) -> None:

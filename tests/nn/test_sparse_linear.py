@@ -85,11 +85,11 @@ def test_deepcopy_keeps_one_gradient_hook() -> None:
     model = _seq()
     sb.sparsify_(model, 0.2)
     clone = copy.deepcopy(model)
-    clone[0].capture_dense_grad = True
+    clone[0].capture_dense_grad_(True)
     clone(torch.randn(4, 30)).sum().backward()
     g = clone[0].weight.grad
     assert torch.count_nonzero(g[~clone[0].mask]) == 0
-    assert torch.allclose(clone[0].dense_grad * clone[0].mask, g)  # captured once, not twice
+    assert torch.allclose(clone[0].dense_grad() * clone[0].mask, g)  # captured once, not twice
 
 
 def test_bad_mask_shape() -> None:

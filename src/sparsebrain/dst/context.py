@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..nn.sparse_linear import SparseLinear
+from ..nn.layer import SparseLayer
 
 __all__ = ["LayerView", "UpdateContext"]
 
@@ -25,13 +25,14 @@ class LayerView:
     """
 
     name: str
-    module: SparseLinear
+    module: SparseLayer
     mask: Tensor
     grad: Tensor | None = None
 
     @property
     def weight(self) -> Tensor:
-        return self.module.weight.detach()
+        """The layer's weights, detached ``(out, in)``."""
+        return self.module.dense_weight()
 
 
 @dataclass

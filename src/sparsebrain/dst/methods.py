@@ -6,14 +6,17 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._validation import _real, check_density, check_fraction, check_positive_int, unknown_name_error
+from ..topology.constraints import CANDIDATE_RULES as REGROWTH_CANDIDATES
+
+if TYPE_CHECKING:
+    from ..topology.constraints import Constraint
 
 __all__ = ["METHODS", "REGROWTH_CANDIDATES", "MethodConfig", "list_methods", "resolve_method"]
 
 _SAMPLINGS = ("topk", "multinomial", "uniform")
-REGROWTH_CANDIDATES = ("absent", "after_removal")
 
 
 @dataclass
@@ -51,27 +54,47 @@ class MethodConfig:
     pattern_layout: str = "transposable"
     survivor_boost: bool = True  # N:M regrowth: links that survived removal outrank every candidate
     skip_incompatible: bool = False  # N:M: leave layers whose shape cannot hold the pattern dense, instead of raising
-    ste: bool = False  # dense master weights, forward with the best N:M pattern of |W| (straight-through gradient)
-    ste_decay: float = 0.0  # SR-STE lambda: gradient += ste_decay * (1 - mask) * W
+    # the sparse layer that holds the links (sparsebrain.nn.LAYERS): "masked" (weights only on the mask) or "ste"
+    # (dense master weights, forward with the best N:M pattern of |W|, straight-through gradient)
+    layer: str = "masked"
+    layer_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"decay": 2e-4}: SR-STE's lambda for "ste"
     options: dict[str, Any] = field(default_factory=dict)  # rule options, e.g. {"mest_lambda": 0.01}
 
     def validate(self) -> MethodConfig:
         """Checks every field, raising ``ValueError`` that names the field and the allowed values."""
+        from ..nn import LAYERS
         from ..topology.allocation import ALLOCATIONS
         from ..topology.initial import INITS
+        from ..topology.nm import LAYOUTS
         from .regrowth import REGROWTHS
         from .removal import REMOVALS
         from .schedules import DENSITY_SCHEDULES, TEMPERATURE_SCHEDULES, ZETA_SCHEDULES
 
         if not self.sparse:
             return self
-        if self.pattern is not None:
+        if self.pattern is not None and self.pattern_layout not in LAYOUTS:
+            raise unknown_name_error("pattern_layout", self.pattern_layout, LAYOUTS)
+        constraint = self.constraint  # raises on a bad pattern
+        layer = LAYERS.get(self.layer)
+        init = INITS.get(self.init)
+        if not constraint.accepts_init(init):
+            if constraint.density is None:
+                raise ValueError(f"init={self.init!r} needs an N:M pattern: set pattern, e.g. pattern='2:4'")
+            fitting = [name for name in INITS.names() if constraint.accepts_init(INITS.get(name))]
+            raise ValueError(
+                f"with an N:M pattern, init must be one of {', '.join(map(repr, fitting))} "
+                f"(a random pattern per block, or the best pattern of the current |W|); got {self.init!r}"
+            )
+        if layer.needs_pattern and constraint.density is None:
+            raise ValueError(f"layer={self.layer!r} needs an N:M pattern: set pattern, e.g. pattern='2:4'")
+        pattern_options = constraint.init_kwargs() if layer.needs_pattern else {}
+        layer.check_options({**pattern_options, **self.layer_options})
+        if layer.dense_master_weights and self.weight_init != "keep":
+            raise ValueError(f"layer={self.layer!r} keeps dense master weights: weight_init must be 'keep'")
+        if self.dynamic and not layer.rewirable:
+            raise ValueError(f"layer={self.layer!r} derives its topology from its weights: set dynamic=False")
+        if constraint.density is not None:
             self._validate_pattern()
-        elif self.ste or self.init in NM_INITS:
-            what = "ste" if self.ste else f"init={self.init!r}"
-            raise ValueError(f"{what} needs an N:M pattern: set pattern, e.g. pattern='2:4'")
-        else:
-            INITS.get(self.init)
         ALLOCATIONS.get(self.allocation)
         if self.weight_init not in ("keep", "swi"):
             raise ValueError(f"weight_init must be one of 'keep', 'swi'; got {self.weight_init!r}")
@@ -99,26 +122,13 @@ class MethodConfig:
         # only show as NaN scores at the first topology update
         if not all(math.isfinite(t) and t > 0 for t in (t0, t1)):
             raise ValueError(f"temperature must be a pair of finite numbers > 0 (start, end), got {self.temperature!r}")
-        decay = _real(self.ste_decay, "ste_decay", ">= 0")
-        if not (math.isfinite(decay) and decay >= 0):
-            raise ValueError(f"ste_decay must be a finite number >= 0, got {self.ste_decay!r}")
-        for field_name in ("init_kwargs", "options"):  # rule parameters, e.g. r, beta, mest_lambda
+        for field_name in ("init_kwargs", "options", "layer_options"):  # rule parameters, e.g. r, beta, mest_lambda
             for key, value in getattr(self, field_name).items():
                 if isinstance(value, numbers.Real) and not math.isfinite(value):
                     raise ValueError(f"{field_name}[{key!r}] must be finite, got {value!r}")
         return self
 
     def _validate_pattern(self) -> None:
-        from ..topology.nm import LAYOUTS, parse_nm
-
-        parse_nm(self.pattern)  # type: ignore[arg-type]
-        if self.pattern_layout not in LAYOUTS:
-            raise unknown_name_error("pattern_layout", self.pattern_layout, LAYOUTS)
-        if self.init not in NM_INITS:
-            raise ValueError(
-                f"with an N:M pattern, init must be one of {', '.join(map(repr, NM_INITS))} "
-                f"(a random pattern per block, or the best pattern of the current |W|); got {self.init!r}"
-            )
         clash = {
             "initial_density": self.initial_density is not None,
             "density_schedule": self.density_schedule != "constant",
@@ -127,21 +137,25 @@ class MethodConfig:
         for key, bad in clash.items():
             if bad:
                 raise ValueError(f"{key} cannot be used with an N:M pattern: the pattern fixes the density at N/M")
-        if self.ste and self.weight_init != "keep":
-            raise ValueError("ste methods keep dense master weights: weight_init must be 'keep'")
-        if self.dynamic and not self.ste and self.regrowth is None:
+        if self.dynamic and self.regrowth is None:
             raise ValueError("a dynamic N:M method needs a regrowth rule: every block must keep N links per row")
+
+    @property
+    def constraint(self) -> Constraint:
+        """The allowed masks: unstructured, or the N:M pattern in ``pattern_layout``."""
+        from ..topology.constraints import constraint_of
+
+        return constraint_of(self.pattern, self.pattern_layout)
 
     @property
     def nm(self) -> tuple[int, int] | None:
         """``(n, m)`` of the pattern, None when unstructured."""
-        from ..topology.nm import parse_nm
-
-        return None if self.pattern is None else parse_nm(self.pattern)
+        c = self.constraint
+        return None if c.density is None else (c.n, c.m)  # type: ignore[attr-defined]
 
     def needs_total_steps(self) -> bool:
         """True when a schedule depends on the length of training."""
-        if self.ste:
+        if not self.dynamic:
             return False
         return (
             self.density_schedule != "constant"
@@ -159,10 +173,6 @@ def _temperature_pair(value: Any) -> tuple[float, float]:
     except TypeError:
         raise ValueError(f"temperature must be a pair of finite numbers > 0 (start, end), got {value!r}") from None
 
-
-# Initial topologies of N:M methods: a pattern drawn uniformly per block, or the best pattern of |W| (one-shot
-# magnitude projection of a trained dense model: the NVIDIA recipe and eDSrT).
-NM_INITS = ("nm_random", "nm_magnitude")
 
 _SOFT_CH = dict(
     init="brf",
@@ -184,7 +194,8 @@ _SOFT_NM = dict(
     zeta=0.1,
     temperature=(1.0, 9.0),
 )
-_STE = dict(ste=True, dynamic=False, init="nm_magnitude", weight_init="keep")
+# STE / SR-STE: dense master weights computing with the best pattern of |W| (the layer "ste"); nothing is rewired
+_STE = dict(layer="ste", dynamic=False, init="nm_magnitude", weight_init="keep")
 
 METHODS: dict[str, MethodConfig] = {
     "dense": MethodConfig(name="dense", sparse=False),
@@ -223,9 +234,9 @@ METHODS: dict[str, MethodConfig] = {
     "chts24": MethodConfig(name="chts24", pattern="2:4", **_SOFT_NM),  # type: ignore[arg-type]
     "chts14": MethodConfig(name="chts14", pattern="1:4", **_SOFT_NM),  # type: ignore[arg-type]
     "ste": MethodConfig(name="ste", pattern="2:4", **_STE),  # type: ignore[arg-type]
-    "srste": MethodConfig(name="srste", pattern="2:4", ste_decay=2e-4, **_STE),  # type: ignore[arg-type]
+    "srste": MethodConfig(name="srste", pattern="2:4", layer_options={"decay": 2e-4}, **_STE),  # type: ignore[arg-type]
     "ste14": MethodConfig(name="ste14", pattern="1:4", **_STE),  # type: ignore[arg-type]
-    "srste14": MethodConfig(name="srste14", pattern="1:4", ste_decay=2e-4, **_STE),  # type: ignore[arg-type]
+    "srste14": MethodConfig(name="srste14", pattern="1:4", layer_options={"decay": 2e-4}, **_STE),  # type: ignore[arg-type]
     # NVIDIA ASP's recipe: one-shot best-magnitude 2:4 projection of the current weights, then a fixed mask. Like every
     # N:M preset here it takes the transposable layout; ASP's own default is row-wise 2:4 (apex's "m4n2_1d": 2 of
     # every 4 weights along in_features), which pattern_layout="rowwise" gives.
@@ -263,5 +274,6 @@ def resolve_method(method: str | MethodConfig, **overrides: Any) -> MethodConfig
     cfg = dataclasses.replace(base, **overrides)
     cfg.init_kwargs = dict(cfg.init_kwargs)
     cfg.options = dict(cfg.options)
+    cfg.layer_options = dict(cfg.layer_options)
     cfg.temperature = _temperature_pair(cfg.temperature)
     return cfg.validate()

@@ -1,9 +1,11 @@
-"""DynamicSparsifier: prune-and-grow written once, for every method.
+"""DynamicSparsifier: prune-and-grow written once, for every method, constraint and storage.
 
-The removal rule scores active links, the regrowth rule scores non-links; this engine does the rest: it keeps the
-removed and regrown sets disjoint, conserves the number of links (or follows the density schedule), starts new
-weights at 0, resets optimizer state at changed positions, applies active-neuron percolation, and keeps masks
-identical across DDP ranks.
+The removal rule scores active links, the regrowth rule scores non-links; the layer's constraint (unstructured or
+N:M) turns the scores into the new mask; this engine does the rest: it conserves the number of links (or follows the
+density schedule), has the layers rewire themselves (new weights at 0), resets optimizer state where links changed,
+applies active-neuron percolation, and keeps masks identical across processes through a distribution strategy. It
+never touches a layer's tensors: it reads each layer's topology and asks the layer to rewire
+(:class:`~sparsebrain.nn.SparseLayer`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_density, check_seed
-from ..nn.sparse_linear import SparseLinear
-from ..nn.sparsify import FilterFn, _chosen_linears, sparse_layers, sparsify_, sparsify_nm_
-from ..nn.ste_linear import STELinear
+from ..nn import LAYERS, SparseLayer
+from ..nn.sparsify import FilterFn, chosen_linears, sparse_layers, sparsify_
 from ..topology.allocation import check_no_empty_layer, link_counts
-from ..topology.nm import best_nm_mask, is_nm
+from ..topology.constraints import Regrowth
 from ..topology.percolation import (
     Junction,
     active_neuron_fraction,
@@ -30,17 +31,19 @@ from ..topology.percolation import (
     layer_active_fraction,
     percolate,
 )
+from ..topology.sampling import keep_top
 from .context import LayerView, UpdateContext
+from .distributed import Strategy, strategy_for
 from .methods import MethodConfig, resolve_method
+from .optimizer_state import reset_state_
 from .regrowth import REGROWTHS
 from .removal import REMOVALS
 from .schedules import DENSITY_SCHEDULES, TEMPERATURE_SCHEDULES, ZETA_SCHEDULES
-from .selection import keep_top, regrowth_keys, select_regrowth
 
 __all__ = ["DynamicSparsifier", "ScheduleError", "auto_junctions"]
 
 
-def auto_junctions(model: nn.Module, layers: Mapping[str, SparseLinear]) -> list[Junction]:
+def auto_junctions(model: nn.Module, layers: Mapping[str, SparseLayer]) -> list[Junction]:
     """Junctions along which percolation runs.
 
     A model may declare them with a method ``sparse_junctions() -> list[Junction]`` (sparsebrain's models do).
@@ -75,15 +78,11 @@ def _plain(value: Any) -> Any:
     return getattr(value, "__qualname__", None) or repr(value)  # e.g. a callable init or rule
 
 
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
 class DynamicSparsifier:
     """Dynamic sparse training of a model's linear layers: call :meth:`step` after ``optimizer.step()``.
 
     Args:
-        model: the model; its chosen ``nn.Linear`` layers are made sparse unless it already has ``SparseLinear``.
+        model: the model; its chosen ``nn.Linear`` layers are made sparse unless it already has sparse layers.
         optimizer: the optimizer of ``model`` (its state is reset where links change); may be None.
         method: a preset name (see :func:`sparsebrain.list_methods`) or a ``MethodConfig``.
         density: target fraction of links kept in the sparse layers, in (0, 1]. Default: N/M for an N:M method
@@ -95,6 +94,8 @@ class DynamicSparsifier:
         seed: seed of the engine's random generator, an integer in [0, 2^63 - 1]; default drawn from torch's global
             generator.
         junctions: "auto", or an explicit list of :class:`~sparsebrain.topology.percolation.Junction`.
+        strategy: how the processes of a distributed run agree (:mod:`sparsebrain.dst.distributed`); default:
+            data parallel when a process group is initialised, else a single process.
         **overrides: any ``MethodConfig`` field, e.g. ``regrowth="ch3_l3p"``, ``update_interval=500``.
 
     Example:
@@ -116,19 +117,21 @@ class DynamicSparsifier:
         *,
         seed: int | None = None,
         junctions: Literal["auto"] | Sequence[Junction] = "auto",
+        strategy: Strategy | None = None,
         **overrides: Any,
     ) -> None:
         self.config = resolve_method(method, **overrides)
-        nm = self.config.nm if self.config.sparse else None
+        self.constraint = self.config.constraint
+        fixed = self.constraint.density if self.config.sparse else None
         if density is not None:
             density = check_density(density)  # a number first: the pattern check below does arithmetic on it
-        if nm is not None and density is not None and abs(density - nm[0] / nm[1]) > 1e-9:
+        if fixed is not None and density is not None and abs(density - fixed) > 1e-9:
             raise ValueError(
                 f"method {self.config.name!r} uses the {self.config.pattern} pattern, whose density is "
-                f"{nm[0] / nm[1]:g}; pass density={nm[0] / nm[1]:g} or leave it out (got density={density!r})"
+                f"{fixed:g}; pass density={fixed:g} or leave it out (got density={density!r})"
             )
         if density is None:
-            density = nm[0] / nm[1] if nm is not None else 0.05
+            density = fixed if fixed is not None else 0.05
         self.density = check_density(density)
         bad_steps = isinstance(total_steps, bool) or (total_steps is not None and total_steps < 1)
         if total_steps is not None and (bad_steps or int(total_steps) != total_steps):
@@ -144,59 +147,45 @@ class DynamicSparsifier:
         cfg = self.config
         self._static_warning: str | None = None
         self._check_schedule()
+        self.strategy = strategy if strategy is not None else strategy_for(model)
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
-        seed = check_seed(seed)
-        if _distributed():  # every rank must draw the same numbers
-            t = torch.tensor([seed], dtype=torch.int64)
-            torch.distributed.broadcast(t, src=0)
-            seed = int(t.item())
-        self.seed = seed
+        self.seed = self.strategy.agree_seed(check_seed(seed))  # every rank must draw the same numbers
         self._generators: dict[str, torch.Generator] = {}
         self._step = 0
         self._updates = 0
         self._last: dict[str, dict[str, int]] = {}
 
-        self.layers: dict[str, SparseLinear] = {}
+        self.layers: dict[str, SparseLayer] = {}
         if cfg.sparse:
             existing = sparse_layers(model)
             if existing:
                 self.layers = {n: m for n, m in existing.items() if filter_fn is None or filter_fn(n, m)}
                 if not self.layers:
-                    raise ValueError(f"filter_fn matched none of the model's SparseLinear layers: {list(existing)}")
-                self._check_existing_patterns()
-            chosen = list(self.layers.items()) or _chosen_linears(model, filter_fn)
+                    raise ValueError(f"filter_fn matched none of the model's sparse layers: {list(existing)}")
+                self._check_existing_layers()
+            chosen = list(self.layers.items()) or chosen_linears(model, filter_fn)
             # refusals come before the model is touched (sparsify_ checks the start density itself)
-            if nm is None:
+            if fixed is None:
                 names, shapes = [n for n, _ in chosen], [(m.out_features, m.in_features) for _, m in chosen]
                 check_no_empty_layer(names, shapes, self.density, cfg.allocation)
             self._check_optimizer(chosen)
-            if not existing and nm is not None:
-                self.layers = sparsify_nm_(
-                    model,
-                    cfg.pattern,  # type: ignore[arg-type]
-                    filter_fn,
-                    cfg.init,
-                    layout=cfg.pattern_layout,
-                    weight_init=cfg.weight_init,
-                    ste_decay=cfg.ste_decay if cfg.ste else None,
-                    skip_incompatible=cfg.skip_incompatible,
-                    generator=self._generator(next(model.parameters()).device),
-                )
-            elif not existing:
-                start = cfg.initial_density if cfg.initial_density is not None else self.density
+            if not existing:
                 self.layers = sparsify_(
                     model,
-                    start,
+                    cfg.initial_density if cfg.initial_density is not None else self.density,
                     filter_fn,
                     cfg.init,
+                    constraint=self.constraint,
+                    layer=cfg.layer,
+                    layer_options=cfg.layer_options,
                     init_kwargs=cfg.init_kwargs,
                     allocation=cfg.allocation,
                     weight_init=cfg.weight_init,
+                    skip_incompatible=cfg.skip_incompatible,
                     generator=self._generator(next(model.parameters()).device),
                 )
-            if not cfg.ste:  # STE trains dense master weights: their optimizer state stays
-                self._reset_optimizer_state({n: torch.zeros_like(m.mask) for n, m in self.layers.items()})
+            self._reset_optimizer_state({n: m.state_kept_at_sparsify() for n, m in self.layers.items()})
         self._param_names = self._parameter_names()
         self.junctions: list[Junction] = (
             (auto_junctions(model, self.layers) if junctions == "auto" else list(junctions)) if cfg.percolation else []
@@ -207,7 +196,8 @@ class DynamicSparsifier:
         self._regrowth = REGROWTHS.get(cfg.regrowth) if cfg.regrowth else None
         rules = [self._removal] + ([self._regrowth] if self._regrowth else [])
         self._needs_grad = any(getattr(r, "needs_grad", False) for r in rules)
-        self._set_capture()
+        self._capturing = False
+        self._sync_capture()
         # Optimizer steps seen through a step post hook: a step skipped (a GradScaler on inf/NaN gradients) or
         # missing must not advance the schedule nor rewire on that step's gradients.
         self._optimizer_steps = self._optimizer_steps_used = 0
@@ -304,7 +294,8 @@ class DynamicSparsifier:
 
         With an optimizer, only a step that follows a real ``optimizer.step()`` counts: one skipped by a
         ``GradScaler`` (inf/NaN gradients) advances nothing and its gradients are dropped; a call with no optimizer
-        step since the last one warns, once.
+        step since the last one warns, once. A step that rewires nothing costs no device work and no host-device
+        synchronisation.
         """
         if self._step_hook is not None:
             if self._optimizer_steps == self._optimizer_steps_used:
@@ -317,7 +308,9 @@ class DynamicSparsifier:
                         UserWarning,
                         stacklevel=2,
                     )
-                self._set_capture()  # the skipped step's captured gradients must not feed the next update
+                if self._capturing:  # the skipped step's captured gradients must not feed the next update
+                    for layer in self.layers.values():
+                        layer.capture_dense_grad_(True)
                 return False
             self._optimizer_steps_used = self._optimizer_steps
         if not self.config.sparse:
@@ -329,14 +322,19 @@ class DynamicSparsifier:
             self._update(nxt)  # raises (changing nothing, step counter included) on non-finite weights
             updated = True
         self._step = nxt
-        self._set_capture()
+        self._sync_capture(fresh=updated)
         return updated
 
-    def _set_capture(self) -> None:
+    def _sync_capture(self, fresh: bool = True) -> None:
+        """Dense gradients are captured exactly on the steps before an update; toggled only when that changes.
+
+        ``fresh``: the captured gradients were used (or may be stale), so a capture that stays on starts over.
+        """
         want = self._needs_grad and self.is_update_step(self._step + 1)
-        for layer in self.layers.values():
-            layer.capture_dense_grad = want
-            layer.dense_grad = None
+        if want != self._capturing or (want and fresh):
+            for layer in self.layers.values():
+                layer.capture_dense_grad_(want)
+            self._capturing = want
 
     def _generator(self, device: torch.device) -> torch.Generator:
         key = str(device)
@@ -350,159 +348,107 @@ class DynamicSparsifier:
     # the topology update
 
     def _targets(self, density: float) -> dict[str, int]:
-        shapes = [tuple(m.mask.shape) for m in self.layers.values()]
+        shapes = [tuple(m.topology().shape) for m in self.layers.values()]
         return dict(zip(self.layers, link_counts(self.config.allocation, shapes, density)))
 
     @torch.no_grad()
     def _update(self, step: int) -> None:
+        """One topology update: removal, (percolation), regrowth under the constraint, and the layers' rewiring."""
         cfg = self.config
         for name, layer in self.layers.items():
-            if not torch.isfinite(layer.weight).all():
+            if not torch.isfinite(layer.dense_weight()).all():
                 raise FloatingPointError(
                     f"non-finite (NaN or inf) weights in sparse layer {name!r} at step {step}; "
                     "the topology was left unchanged"
                 )
-        if self.config.pattern is not None:
-            self._update_nm(step)
-            return
         index = self._updates + 1
         p = self._progress(step)
         zeta = ZETA_SCHEDULES.get(cfg.zeta_schedule)(p, cfg.zeta, 0.0)
         temperature = TEMPERATURE_SCHEDULES.get(cfg.temperature_schedule)(p, *cfg.temperature)
         targets = self._targets(self.scheduled_density(index))
-        removal, density_removal, regrowth = self._removal, self._density_removal, self._regrowth
         grads = self._dense_grads()
-
-        def ctx_for(layer: SparseLinear) -> UpdateContext:
-            gen = self._generator(layer.weight.device)
-            return UpdateContext(step, index, p, zeta, temperature, gen, cfg.options)
-
-        old = {n: m.mask.clone() for n, m in self.layers.items()}
-        masks = dict(old)
+        old = {n: m.topology().clone() for n, m in self.layers.items()}
         score_stats: dict[str, tuple[float, float]] = {}
-        for name, layer in self.layers.items():
-            ctx = ctx_for(layer)
-            mask = masks[name]
-            n_active = int(mask.sum())
+
+        def ctx(name: str) -> UpdateContext:
+            return UpdateContext(step, index, p, zeta, temperature, self._generator(old[name].device), cfg.options)
+
+        def view(name: str, mask: Tensor) -> LayerView:
+            return LayerView(name, self.layers[name], mask, grads.get(name))
+
+        def remove(name: str) -> Tensor:
+            """The links kept: pruned to the scheduled density first, then the zeta share by the removal rule."""
+            mask, n_active = old[name], int(old[name].sum())
             if n_active > targets[name]:  # the density schedule asks for fewer links
-                scores = density_removal(LayerView(name, layer, mask, grads.get(name)), ctx)
-                mask = keep_top(scores, mask, targets[name])
+                mask = keep_top(self._density_removal(view(name, mask), ctx(name)), mask, targets[name])
                 n_active = targets[name]
-            n_remove = round(zeta * n_active) if regrowth is not None else 0
+            n_remove = round(zeta * n_active) if self._regrowth is not None else 0
             if n_remove:
-                scores = removal(LayerView(name, layer, mask, grads.get(name)), ctx)
-                mask = keep_top(scores, mask, n_active - n_remove)
-            masks[name] = mask
-        allowed: dict[str, Tensor] = {}
-        if self.junctions:
-            masks, _ = percolate(masks, self.junctions)
-            allowed = self._alive_positions(masks)
-        for name, layer in self.layers.items():
-            n_grow = targets[name] - int(masks[name].sum())
-            if regrowth is None or n_grow <= 0:
-                continue
-            ctx = ctx_for(layer)
-            scores = regrowth(LayerView(name, layer, masks[name], grads.get(name)), ctx)
+                mask = keep_top(self._removal(view(name, mask), ctx(name)), mask, n_active - n_remove)
+            return mask
+
+        def regrow(name: str, kept: Tensor, allowed: Tensor | None) -> Tensor:
+            if self._regrowth is None or not self.constraint.grows(kept, targets[name]):
+                return kept
+            c = ctx(name)
+            scores = self._regrowth(view(name, kept), c)
             candidate_scores = scores[~old[name]].float()  # statistics over all absent links
             if candidate_scores.numel():
                 score_stats[name] = (float(candidate_scores.mean()), float(candidate_scores.var(correction=0)))
-            # "absent": candidates are links absent before this update, so nothing removed now is regrown now;
-            # when fewer remain than must grow (dense-ish targets: 1 - d absent for zeta d removed), all of them
-            # grow and the rest come from the just-removed links, so the count stays exact. "after_removal": any
-            # non-link after removal (the references' rule). With percolation the picks also avoid neurons it cut
-            # (never revived, as in the papers), unless that leaves too few.
-            absent = ~old[name]
-            n_absent = int(absent.sum())
-            where = allowed.get(name)
-            if cfg.regrowth_candidates == "after_removal":
-                grown = self._pick(scores, ~masks[name], where, n_grow, ctx.generator)
-            elif n_absent >= n_grow:
-                grown = self._pick(scores, absent, where, n_grow, ctx.generator)
-            else:
-                grown = absent | self._pick(scores, old[name] & ~masks[name], where, n_grow - n_absent, ctx.generator)
-            masks[name] = masks[name] | grown
-        self._commit(old, masks, score_stats, index)
+            request = Regrowth(
+                old=old[name],
+                kept=kept,
+                scores=scores,
+                links=targets[name],
+                sampling=cfg.regrowth_sampling,
+                generator=c.generator,
+                allowed=allowed,
+                candidates=cfg.regrowth_candidates,
+                survivor_boost=cfg.survivor_boost,
+            )
+            return self.constraint.select(request)
 
-    def _pick(
-        self, scores: Tensor, candidates: Tensor, allowed: Tensor | None, k: int, generator: torch.Generator
-    ) -> Tensor:
-        """``k`` new links among ``candidates``, among the ``allowed`` ones (percolation) when there are enough."""
-        if allowed is not None and int((candidates & allowed).sum()) >= k:
-            candidates = candidates & allowed
-        return select_regrowth(scores, candidates, k, self.config.regrowth_sampling, generator)
+        if self.junctions:  # percolation sees every layer: all removals come before any regrowth
+            kept, _ = percolate({n: remove(n) for n in self.layers}, self.junctions)
+            allowed = self._alive_positions(kept)
+            new = {n: regrow(n, kept[n], allowed.get(n)) for n in self.layers}
+        else:
+            new = {n: regrow(n, remove(n), None) for n in self.layers}
+        self._commit(old, new, score_stats, index)
 
     def _commit(
         self,
         old: Mapping[str, Tensor],
-        masks: dict[str, Tensor],
+        masks: Mapping[str, Tensor],
         score_stats: Mapping[str, tuple[float, float]],
         index: int,
     ) -> None:
-        """Makes ``masks`` the topology (rank 0's under DDP), records the scores' statistics, counts the update."""
-        if _distributed():  # rank 0's topology is the topology; ranks agree already when their inputs agree
-            for name in self.layers:
-                buf = masks[name].to(torch.uint8)
-                torch.distributed.broadcast(buf, src=0)
-                masks[name] = buf.bool()
-        self._apply(old, masks)
+        """Makes ``masks`` the topology (as the strategy agrees), records the scores' statistics, counts the update."""
+        masks = self.strategy.agree_masks(masks)
+        kept: dict[str, dict[str, Tensor]] = {}
+        for name, layer in self.layers.items():
+            stay = int((old[name] & masks[name]).sum())
+            self._last[name] = {"removed": int(old[name].sum()) - stay, "regrown": int(masks[name].sum()) - stay}
+            kept[name] = layer.rewire_(masks[name])
+        self._reset_optimizer_state(kept)
         for name, (mean, var) in score_stats.items():
             self._last[name].update(score_mean=mean, score_var=var)
         self._updates = index
 
-    @torch.no_grad()
-    def _update_nm(self, step: int) -> None:
-        """CHTs24-style update under an N:M pattern: remove, score, boost survivors, best pattern per block.
-
-        The zeta fraction of links with the lowest removal score is dropped; the regrowth rule scores every position
-        given the survivors (soft regrowth multiplies by U[0,1], as ``regrowth_sampling="uniform"``); survivors get a
-        boost larger than any block's score sum, so each block takes the library pattern that keeps the most
-        survivors and, among those, the highest scored new links. A removed link may come back when its block has
-        no better pattern: the pattern, not the candidate set, decides.
-        """
+    def _check_existing_layers(self) -> None:
+        """Layers already in the model must be the method's kind of layer, and satisfy its constraint."""
         cfg = self.config
-        n, m = cfg.nm  # type: ignore[misc]
-        index = self._updates + 1
-        p = self._progress(step)
-        zeta = ZETA_SCHEDULES.get(cfg.zeta_schedule)(p, cfg.zeta, 0.0)
-        temperature = TEMPERATURE_SCHEDULES.get(cfg.temperature_schedule)(p, *cfg.temperature)
-        grads = self._dense_grads()
-        old = {name: layer.mask.clone() for name, layer in self.layers.items()}
-        masks: dict[str, Tensor] = {}
-        score_stats: dict[str, tuple[float, float]] = {}
+        kind = LAYERS.get(cfg.layer)
         for name, layer in self.layers.items():
-            gen = self._generator(layer.weight.device)
-            ctx = UpdateContext(step, index, p, zeta, temperature, gen, cfg.options)
-            survivors = old[name]
-            n_active = int(survivors.sum())
-            n_remove = round(zeta * n_active)
-            if n_remove:
-                removal_scores = self._removal(LayerView(name, layer, survivors, grads.get(name)), ctx)
-                survivors = keep_top(removal_scores, survivors, n_active - n_remove)
-            scores = self._regrowth(LayerView(name, layer, survivors, grads.get(name)), ctx).float()  # type: ignore[misc]
-            candidate_scores = scores[~old[name]]
-            if candidate_scores.numel():
-                score_stats[name] = (float(candidate_scores.mean()), float(candidate_scores.var(correction=0)))
-            scores = regrowth_keys(scores, cfg.regrowth_sampling, gen)
-            top = float(scores.abs().max()) if scores.numel() else 0.0
-            scores = scores / top if top > 0 else scores  # now in [-1, 1]: a block's pattern sums to at most m*m
-            if cfg.survivor_boost:
-                scores = scores + (2 * m * m + 1) * survivors  # one more survivor beats any score difference
-            masks[name] = best_nm_mask(scores, n, m, cfg.pattern_layout)
-        self._commit(old, masks, score_stats, index)
-
-    def _check_existing_patterns(self) -> None:
-        cfg = self.config
-        if cfg.nm is None:
-            return
-        n, m = cfg.nm
-        for name, layer in self.layers.items():
-            if cfg.ste != isinstance(layer, STELinear):
-                kind = "STELinear" if cfg.ste else "SparseLinear (not STELinear)"
-                raise ValueError(f"method {cfg.name!r} needs {kind} layers; layer {name!r} is {type(layer).__name__}")
-            if not cfg.ste and not is_nm(layer.mask, n, m, cfg.pattern_layout):
+            if not isinstance(layer, kind):
                 raise ValueError(
-                    f"the mask of layer {name!r} (shape {tuple(layer.mask.shape)}) is not a {cfg.pattern_layout} "
-                    f"{cfg.pattern} pattern, which method {cfg.name!r} needs"
+                    f"method {cfg.name!r} needs {kind.__name__} layers (layer={cfg.layer!r}); layer {name!r} is "
+                    f"{type(layer).__name__}"
+                )
+            if not self.constraint.allows(layer.topology()):
+                raise ValueError(
+                    f"the mask of layer {name!r} (shape {tuple(layer.topology().shape)}) is not {self.constraint}, "
+                    f"which method {cfg.name!r} needs"
                 )
 
     def _alive_positions(self, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -524,37 +470,23 @@ class DynamicSparsifier:
         return out
 
     def _dense_grads(self) -> dict[str, Tensor]:
-        grads = {n: m.dense_grad for n, m in self.layers.items() if m.dense_grad is not None}
-        if _distributed() and grads:
-            world = torch.distributed.get_world_size()
-            for g in grads.values():
-                torch.distributed.all_reduce(g)
-                g.div_(world)
+        grads = {}
+        for name, layer in self.layers.items():
+            g = layer.dense_grad()
+            if g is not None:
+                grads[name] = g
+        if grads:
+            self.strategy.mean_dense_grads_(grads)
         return grads
 
-    def _apply(self, old: Mapping[str, Tensor], new: Mapping[str, Tensor]) -> None:
-        kept: dict[str, Tensor] = {}
-        for name, layer in self.layers.items():
-            stay = old[name] & new[name]
-            removed = int(old[name].sum()) - int(stay.sum())
-            grown = int(new[name].sum()) - int(stay.sum())
-            layer.mask.copy_(new[name])
-            layer.weight.mul_(stay)  # removed links vanish, regrown links start at 0
-            kept[name] = stay
-            self._last[name] = {"removed": removed, "regrown": grown}
-        self._reset_optimizer_state(kept)
-
-    def _reset_optimizer_state(self, keep: Mapping[str, Tensor]) -> None:
-        """Zeroes optimizer state (momentum, Adam moments, ...) of each sparse weight wherever ``keep`` is False."""
+    def _reset_optimizer_state(self, keep: Mapping[str, Mapping[str, Tensor]]) -> None:
+        """Zeroes optimizer state (momentum, Adam moments, ...) of each layer's parameters where the layer says."""
         if self.optimizer is None:
             return
-        for name, layer in self.layers.items():
-            state = self.optimizer.state.get(layer.weight)
-            if not state:
-                continue
-            for value in state.values():
-                if torch.is_tensor(value) and value.shape == layer.weight.shape:
-                    value.mul_(keep[name] & layer.mask)
+        for name, per_param in keep.items():
+            layer = self.layers[name]
+            for param_name, where in per_param.items():
+                reset_state_(self.optimizer, layer.get_parameter(param_name), where)
 
     # ----------------------------------------------------------------------------------------------------------
     # reporting and checkpointing
@@ -567,12 +499,13 @@ class DynamicSparsifier:
         """
         layers: dict[str, Any] = {}
         links = total = 0
-        for name, layer in self.layers.items():
-            n = int(layer.mask.sum())
-            a_in, a_out = layer_active_fraction(layer.mask)
+        masks = {n: m.topology() for n, m in self.layers.items()}
+        for name, mask in masks.items():
+            n = int(mask.sum())
+            a_in, a_out = layer_active_fraction(mask)
             last = {"removed": 0, "regrown": 0, "score_mean": None, "score_var": None, **self._last.get(name, {})}
             layers[name] = {
-                "density": n / layer.mask.numel(),
+                "density": n / mask.numel(),
                 "links": n,
                 "anp_in": a_in,
                 "anp_out": a_out,
@@ -583,8 +516,7 @@ class DynamicSparsifier:
                 "score_var": last["score_var"],
             }
             links += n
-            total += layer.mask.numel()
-        masks = {n: m.mask for n, m in self.layers.items()}
+            total += mask.numel()
         junctions = self.junctions or auto_junctions(self.model, self.layers)
         return {
             "step": self._step,
@@ -635,7 +567,8 @@ class DynamicSparsifier:
             )
         if "config" in state:  # states written before the method's settings were recorded hold method and density
             ours = _plain(dataclasses.asdict(self.config))
-            changed = sorted(k for k in ours.keys() | state["config"].keys() if ours.get(k) != state["config"].get(k))
+            # settings that one of the two versions does not have are not compared (the method config grows)
+            changed = sorted(k for k in ours.keys() & state["config"].keys() if ours[k] != state["config"][k])
             if changed:
                 shown = ", ".join(f"{k}={state['config'].get(k)!r} (here {ours.get(k)!r})" for k in changed)
                 raise ValueError(f"sparsifier state is for other settings of method {self.config.name!r}: {shown}")
@@ -647,7 +580,7 @@ class DynamicSparsifier:
             self._generator(torch.device(key)).set_state(gen_state.cpu())
         by_param = {v: k for k, v in self._param_names.items()}
         self._last = {by_param[p]: dict(v) for p, v in state["layers"].items() if v}
-        self._set_capture()
+        self._sync_capture()
 
     def __repr__(self) -> str:
         steps = "unbounded" if self.total_steps is None else self.total_steps

@@ -1036,7 +1036,7 @@ def regrowth_rule_of(method: Any) -> str | None:
         >>> regrowth_rule_of(METHODS["chtss"]), regrowth_rule_of(METHODS["asp"])
         ('ch2_l3n', None)
     """
-    if not method.sparse or not method.dynamic or method.ste:
+    if not method.sparse or not method.dynamic:
         return None
     return method.regrowth
 

@@ -1,13 +1,18 @@
-"""Sparse layers and the verbs that put them into (and take them out of) a model."""
+"""Sparse layers (the storage protocol and its storages) and the verbs that put them into, and take them out of, a
+model."""
 
+from .layer import LAYERS, SparseLayer
 from .sparse_linear import SparseLinear
-from .sparsify import FilterFn, default_filter, sparse_layers, sparsify_, sparsify_nm_, squash_
+from .sparsify import FilterFn, chosen_linears, default_filter, sparse_layers, sparsify_, sparsify_nm_, squash_
 from .ste_linear import STELinear
 
 __all__ = [
+    "LAYERS",
     "FilterFn",
     "STELinear",
+    "SparseLayer",
     "SparseLinear",
+    "chosen_linears",
     "default_filter",
     "sparse_layers",
     "sparsify_",

@@ -1,26 +1,29 @@
-"""SparseLinear: a drop-in ``nn.Linear`` whose weight lives on a boolean mask."""
+"""SparseLinear: masked dense storage, a drop-in ``nn.Linear`` whose weight lives on a boolean mask."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layer import LAYERS, SparseLayer
+
 __all__ = ["SparseLinear"]
 
 
-class SparseLinear(nn.Module):
+class SparseLinear(SparseLayer):
     """A linear layer ``y = x W^T + b`` whose weight is exactly zero wherever ``mask`` is False.
 
     The mask is a persistent boolean buffer (it travels in ``model.state_dict()``). A gradient hook zeroes the
     gradient off-mask before it is accumulated, so plain SGD/Adam/AdamW (with or without weight decay) never move an
-    off-mask weight, and optimizer state stays zero there. The layer owns its storage: today a masked dense weight;
-    other backends (true sparse, 2:4 compressed) can replace ``forward`` without touching the training engine.
+    off-mask weight, and optimizer state stays zero there. This is the masked dense storage of the
+    :class:`~sparsebrain.nn.layer.SparseLayer` protocol (registered as ``"masked"``): fastest above a few percent
+    density, and the memory of the dense layer plus one byte per weight.
 
-    On steps where a dynamic sparsifier needs it (RigL-style gradient regrowth), ``capture_dense_grad`` is set and
-    the hook also accumulates the unmasked gradient into ``dense_grad``.
+    While :meth:`capture_dense_grad_` is on (on steps before a topology update of a gradient-based rule), the hook
+    also accumulates the unmasked gradient, read back with :meth:`dense_grad`.
 
     Example:
         >>> layer = SparseLinear(4, 3, mask=torch.eye(3, 4, dtype=torch.bool))
@@ -29,7 +32,6 @@ class SparseLinear(nn.Module):
     """
 
     mask: Tensor
-    dense_master_weights: ClassVar[bool] = False  # True where weights off the mask are trained too (STE)
 
     def __init__(
         self,
@@ -42,68 +44,90 @@ class SparseLinear(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
         linear = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self.weight = linear.weight
-        self.bias = linear.bias
         if mask is None:
-            mask = torch.ones(out_features, in_features, dtype=torch.bool, device=self.weight.device)
-        self.register_buffer("mask", torch.empty(0, dtype=torch.bool), persistent=True)
-        self.set_mask_(mask)
-        self.capture_dense_grad = False
-        self.dense_grad: Tensor | None = None
-        self._hook = self.weight.register_hook(self._mask_grad)
+            mask = torch.ones(out_features, in_features, dtype=torch.bool, device=linear.weight.device)
+        self._wrap(linear, mask)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, mask: Tensor) -> SparseLinear:
+    def from_linear(cls, linear: nn.Linear, mask: Tensor, **options: Any) -> SparseLinear:
         """Wraps ``linear``'s own Parameter objects (so optimizers built on them keep working) and applies ``mask``."""
+        cls.check_options(options)
         layer = cls.__new__(cls)
         nn.Module.__init__(layer)
-        layer.in_features, layer.out_features = linear.in_features, linear.out_features
-        layer.weight = linear.weight
-        layer.bias = linear.bias
-        layer.register_buffer("mask", torch.empty(0, dtype=torch.bool), persistent=True)
-        layer.set_mask_(mask)
-        layer.capture_dense_grad = False
-        layer.dense_grad = None
-        layer._hook = layer.weight.register_hook(layer._mask_grad)
+        layer._wrap(linear, mask)
         return layer
 
-    def _mask_grad(self, grad: Tensor) -> Tensor:
+    def _wrap(self, linear: nn.Linear, mask: Tensor) -> None:
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.register_buffer("mask", torch.empty(0, dtype=torch.bool), persistent=True)
+        self.set_mask_(mask)
+        self._capture = False
+        self._dense_grad: Tensor | None = None
+        self._hook_gradient()
+
+    def _on_grad(self, grad: Tensor) -> Tensor:
         # Runs before accumulation into .grad (and before DDP's all-reduce sees it): off-mask gradients never exist.
-        if self.capture_dense_grad:
+        if self._capture:
             g = grad.detach()
-            self.dense_grad = g.clone() if self.dense_grad is None else self.dense_grad + g
+            self._dense_grad = g.clone() if self._dense_grad is None else self._dense_grad + g
         return grad * self.mask
+
+    # ------------------------------------------------------------------------------------------------------------
+    # the storage protocol
+
+    def topology(self) -> Tensor:
+        return self.mask
+
+    def dense_weight(self) -> Tensor:
+        return self.weight.detach()
+
+    @torch.no_grad()
+    def rewire_(self, mask: Tensor) -> dict[str, Tensor]:
+        kept = self.mask & mask
+        self.mask.copy_(mask)
+        self.weight.mul_(kept)  # removed links vanish, new links start at 0
+        return {"weight": kept}
+
+    def state_kept_at_sparsify(self) -> dict[str, Tensor]:
+        return {"weight": torch.zeros_like(self.mask)}  # a fresh state for the sparse weights
+
+    def init_sparse_weights_(self, generator: torch.Generator | None = None) -> None:
+        from ..topology.swi import swi_
+
+        swi_(self.weight, self.mask, generator=generator)
+
+    def capture_dense_grad_(self, on: bool) -> None:
+        self._capture = on
+        self._dense_grad = None
+
+    def dense_grad(self) -> Tensor | None:
+        return self._dense_grad
+
+    def to_linear(self) -> nn.Linear:
+        with torch.no_grad():
+            self.weight.mul_(self.mask)
+        return self._linear_sharing_parameters()
+
+    # ------------------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def set_mask_(self, mask: Tensor) -> None:
         """Replaces the mask (bool, shape ``(out_features, in_features)``) and zeroes the weight off it."""
-        self._store_mask(mask)
-        self.weight.mul_(self.mask)
-
-    def _store_mask(self, mask: Tensor) -> None:
         if mask.shape != (self.out_features, self.in_features):
             raise ValueError(
                 f"mask must have shape (out_features, in_features) = {(self.out_features, self.in_features)}, "
                 f"got {tuple(mask.shape)}"
             )
         self.mask = mask.to(device=self.weight.device, dtype=torch.bool).clone()
+        self.weight.mul_(self.mask)
 
     @torch.no_grad()
     def apply_mask_(self) -> None:
         """Zeroes the weight off-mask (a no-op when training through the gradient hook, kept as a safety net)."""
         self.weight.mul_(self.mask)
-
-    def effective_mask(self) -> Tensor:
-        """The links this layer computes with for its current weights: ``mask`` (subclasses may derive it)."""
-        return self.mask
-
-    @property
-    def density(self) -> float:
-        """Fraction of links present."""
-        return float(self.mask.sum()) / self.mask.numel()
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -129,7 +153,7 @@ class SparseLinear(nn.Module):
         if key in state_dict:
             self.mask = torch.empty_like(state_dict[key], dtype=torch.bool, device=self.weight.device)
         weight = state_dict.get(prefix + "weight")
-        if not self.dense_master_weights and weight is not None and weight.shape == mask.shape:
+        if weight is not None and weight.shape == mask.shape:
             # weights off the mask would compute with links the mask says are absent: refuse, do not re-mask quietly
             off = int(torch.count_nonzero(weight.detach().to(mask.device)[~mask.bool()]))
             if off:
@@ -142,12 +166,5 @@ class SparseLinear(nn.Module):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
-    def __getstate__(self) -> dict:  # type: ignore[type-arg]
-        # Hook handles are not picklable; deepcopy/pickle re-registers the hook in __setstate__.
-        state = self.__dict__.copy()
-        state.pop("_hook", None)
-        return state
 
-    def __setstate__(self, state: dict) -> None:  # type: ignore[type-arg]
-        self.__dict__.update(state)
-        self._hook = self.weight.register_hook(self._mask_grad)
+LAYERS.register("masked", SparseLinear)

@@ -1,17 +1,20 @@
-"""In-place verbs that turn a model's ``nn.Linear`` layers into ``SparseLinear`` and back."""
+"""In-place verbs that turn a model's ``nn.Linear`` layers into sparse layers (:class:`SparseLayer`) and back."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .._validation import check_density
-from .sparse_linear import SparseLinear
+from .layer import LAYERS, SparseLayer
 
-__all__ = ["FilterFn", "default_filter", "sparse_layers", "sparsify_", "squash_"]
+if TYPE_CHECKING:
+    from ..topology.constraints import Constraint
+
+__all__ = ["FilterFn", "chosen_linears", "default_filter", "sparse_layers", "sparsify_", "sparsify_nm_", "squash_"]
 
 FilterFn = Callable[[str, nn.Module], bool]
 
@@ -26,7 +29,7 @@ def default_filter(model: nn.Module) -> FilterFn:
     declared = getattr(model, "sparse_filter", None)
     if callable(declared):
         return declared  # type: ignore[no-any-return]
-    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear | SparseLinear)]
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear | SparseLayer)]
     head = linears[-1] if len(linears) > 1 else None
     return lambda fqn, m: fqn != head
 
@@ -37,12 +40,13 @@ def _set_submodule(model: nn.Module, fqn: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def sparse_layers(model: nn.Module) -> dict[str, SparseLinear]:
-    """All ``SparseLinear`` modules of ``model`` by fully qualified name, in registration order."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, SparseLinear)}
+def sparse_layers(model: nn.Module) -> dict[str, SparseLayer]:
+    """All sparse layers (:class:`SparseLayer`) of ``model`` by fully qualified name, in registration order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, SparseLayer)}
 
 
-def _chosen_linears(model: nn.Module, filter_fn: FilterFn | None) -> list[tuple[str, nn.Linear]]:
+def chosen_linears(model: nn.Module, filter_fn: FilterFn | None) -> list[tuple[str, nn.Linear]]:
+    """The ``nn.Linear`` modules that :func:`sparsify_` would make sparse, by name (raises if there are none)."""
     filter_fn = filter_fn or default_filter(model)
     chosen = [
         (name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear) and name and filter_fn(name, m)
@@ -57,31 +61,46 @@ def _chosen_linears(model: nn.Module, filter_fn: FilterFn | None) -> list[tuple[
 
 def sparsify_(
     model: nn.Module,
-    density: float,
+    density: float | None = None,
     filter_fn: FilterFn | None = None,
     init: str | Callable[..., torch.Tensor] = "er",
     *,
+    constraint: Constraint | None = None,
+    layer: str | type[SparseLayer] = "masked",
+    layer_options: Mapping[str, Any] | None = None,
     init_kwargs: Mapping[str, Any] | None = None,
     allocation: str = "uniform",
     weight_init: str = "keep",
+    skip_incompatible: bool = False,
     generator: torch.Generator | None = None,
-) -> dict[str, SparseLinear]:
-    """Swaps the chosen ``nn.Linear`` modules of ``model`` for ``SparseLinear`` in place.
+) -> dict[str, SparseLayer]:
+    """Swaps the chosen ``nn.Linear`` modules of ``model`` for sparse layers in place.
 
     The existing Parameter objects are kept, so an optimizer built before the call still trains them.
 
     Args:
         model: any ``nn.Module``.
-        density: overall fraction of links kept, in (0, 1]; spread over layers by ``allocation``.
+        density: overall fraction of links kept, in (0, 1]; spread over layers by ``allocation``. An N:M constraint
+            fixes it at N/M (None, or that value).
         filter_fn: ``(fqn, module) -> bool`` choosing the layers; default :func:`default_filter`.
-        init: initial topology name (see ``sparsebrain.topology.INITS``) or a callable ``(shape, density, **kw)``.
+        init: initial topology name (see ``sparsebrain.topology.INITS``) or a callable ``(shape, density, **kw)``;
+            it must build masks of ``constraint`` (``nm_random`` / ``nm_magnitude`` for N:M).
+        constraint: the allowed masks (:mod:`sparsebrain.topology.constraints`); default unstructured.
+        layer: the storage and forward of the new layers, a name of :data:`~sparsebrain.nn.LAYERS` (``"masked"``:
+            :class:`SparseLinear`; ``"ste"``: :class:`STELinear`) or a :class:`SparseLayer` class.
+        layer_options: keyword options of the layer (``{"decay": 2e-4}`` for SR-STE).
         init_kwargs: extra arguments for the topology, e.g. ``{"r": 0.3}`` for BRF.
-        allocation: per-layer density allocation, ``"uniform"`` or ``"erk"``.
+        allocation: per-layer density allocation, ``"uniform"`` or ``"erk"`` (unstructured only).
         weight_init: ``"keep"`` (the current weights, masked) or ``"swi"`` (sparse weight initialisation).
+        skip_incompatible: leave layers whose shape cannot hold ``constraint`` dense instead of raising.
         generator: random generator for the topology and SWI.
 
     Returns:
         The new sparse layers by name.
+
+    Raises:
+        ValueError: a layer the density leaves without links, or whose shape cannot hold the constraint (named with
+            its shape), an init of another constraint, or a bad option.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
@@ -90,26 +109,60 @@ def sparsify_(
         (['0'], 0.1)
     """
     from ..topology.allocation import ALLOCATIONS, check_no_empty_layer
+    from ..topology.constraints import Unstructured
     from ..topology.initial import INITS
-    from ..topology.swi import swi_
 
+    constraint = constraint if constraint is not None else Unstructured()
+    fixed = constraint.density
+    if fixed is not None:
+        if density is not None and abs(float(density) - fixed) > 1e-9:
+            raise ValueError(f"{constraint} fixes the density at {fixed:g}, got density={density!r}")
+        density = fixed
+    if density is None:
+        raise ValueError("density is required for unstructured sparsity (a number in (0, 1])")
     density = check_density(density)
     if weight_init not in ("keep", "swi"):
         raise ValueError(f"weight_init must be one of 'keep', 'swi'; got {weight_init!r}")
-    chosen = _chosen_linears(model, filter_fn)
-    shapes = [(m.out_features, m.in_features) for _, m in chosen]
-    check_no_empty_layer([name for name, _ in chosen], shapes, density, allocation)
+    layer_cls = LAYERS.get(layer)
+    if layer_cls.dense_master_weights and weight_init != "keep":
+        raise ValueError(f"{layer_cls.__name__} layers keep dense master weights: use weight_init='keep'")
+    if layer_cls.needs_pattern and fixed is None:
+        raise ValueError(f"{layer_cls.__name__} layers need an N:M constraint")
+    options = {**(constraint.init_kwargs() if layer_cls.needs_pattern else {}), **dict(layer_options or {})}
+    layer_cls.check_options(options)
     init_fn = INITS.get(init)
-    densities = ALLOCATIONS.get(allocation)(shapes, density)
-    out: dict[str, SparseLinear] = {}
-    for (name, linear), d in zip(chosen, densities):
-        shape = (linear.out_features, linear.in_features)
-        mask = init_fn(shape, d, generator=generator, device=linear.weight.device, **dict(init_kwargs or {}))
-        layer = SparseLinear.from_linear(linear, mask)
+    if not constraint.accepts_init(init_fn):
+        raise ValueError(f"init {init!r} does not build masks of {constraint}")
+    chosen = []
+    for name, linear in chosen_linears(model, filter_fn):
+        why = constraint.shape_error((linear.out_features, linear.in_features))
+        if why is None:
+            chosen.append((name, linear))
+        elif not skip_incompatible:
+            shape = (linear.out_features, linear.in_features)
+            raise ValueError(
+                f"layer {name!r} with weight shape (out, in) = {shape} cannot hold {constraint}: "
+                f"{why}; leave it out with filter_fn, or pass skip_incompatible=True to keep such layers dense"
+            )
+    if not chosen:
+        raise ValueError(f"no chosen layer can hold {constraint}")
+    shapes = [(m.out_features, m.in_features) for _, m in chosen]
+    if fixed is None:
+        check_no_empty_layer([name for name, _ in chosen], shapes, density, allocation)
+        densities = ALLOCATIONS.get(allocation)(shapes, density)
+    else:
+        densities = [fixed] * len(chosen)
+    out: dict[str, SparseLayer] = {}
+    for (name, linear), shape, d in zip(chosen, shapes, densities):
+        kwargs = {**constraint.init_kwargs(), **dict(init_kwargs or {})}
+        if getattr(init_fn, "needs_weight", False):
+            kwargs["weight"] = linear.weight.detach()
+        mask = init_fn(shape, d, generator=generator, device=linear.weight.device, **kwargs)
+        new = layer_cls.from_linear(linear, mask, **options)
         if weight_init == "swi":
-            swi_(layer.weight, layer.mask, generator=generator)
-        _set_submodule(model, name, layer)
-        out[name] = layer
+            new.init_sparse_weights_(generator)
+        _set_submodule(model, name, new)
+        out[name] = new
     return out
 
 
@@ -124,28 +177,11 @@ def sparsify_nm_(
     ste_decay: float | None = None,
     skip_incompatible: bool = False,
     generator: torch.Generator | None = None,
-) -> dict[str, SparseLinear]:
-    """Swaps the chosen ``nn.Linear`` modules for layers whose masks are N:M patterns, in place.
+) -> dict[str, SparseLayer]:
+    """:func:`sparsify_` under an N:M constraint: ``pattern`` ``"N:M"`` in ``layout``.
 
-    Args:
-        model: any ``nn.Module``.
-        pattern: ``"N:M"``, e.g. ``"2:4"`` or ``"1:4"``.
-        filter_fn: ``(fqn, module) -> bool`` choosing the layers; default :func:`default_filter`.
-        init: ``"nm_random"`` (a pattern drawn uniformly per block) or ``"nm_magnitude"`` (the best pattern of the
-            current ``|W|``: a one-shot projection of a trained dense layer).
-        layout: ``"transposable"`` (``W`` and ``W^T`` both N:M) or ``"rowwise"`` (groups along ``in_features``).
-        weight_init: ``"keep"`` or ``"swi"`` (sparse weight initialisation at density N/M; not for STE layers).
-        ste_decay: None for ``SparseLinear`` layers (weights only on the mask); a number for :class:`STELinear`
-            layers with dense master weights (0: STE, > 0: SR-STE's lambda).
-        skip_incompatible: leave layers whose shape cannot hold the pattern dense instead of raising.
-        generator: random generator for ``nm_random`` and SWI.
-
-    Returns:
-        The new layers by name.
-
-    Raises:
-        ValueError: naming the layer and its shape, if a chosen layer's dimensions are not multiples of M
-            (and ``skip_incompatible`` is False).
+    ``ste_decay`` None gives :class:`SparseLinear` layers (weights only on the pattern); a number gives
+    :class:`STELinear` layers with dense master weights (0: STE, > 0: SR-STE's lambda).
 
     Example:
         >>> model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -153,53 +189,24 @@ def sparsify_nm_(
         >>> layers["0"].density
         0.5
     """
-    from ..topology.nm import LAYOUTS, best_nm_mask, nm_shape_error, parse_nm, random_nm_mask
-    from ..topology.swi import swi_
-    from .ste_linear import STELinear
+    from ..topology.constraints import constraint_of
 
-    n, m = parse_nm(pattern)
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}; got {layout!r}")
-    if init not in ("nm_random", "nm_magnitude"):
-        raise ValueError(f"init must be one of 'nm_random', 'nm_magnitude'; got {init!r}")
-    if weight_init not in ("keep", "swi"):
-        raise ValueError(f"weight_init must be one of 'keep', 'swi'; got {weight_init!r}")
-    if ste_decay is not None and weight_init != "keep":
-        raise ValueError("STE layers keep dense master weights: use weight_init='keep'")
-    chosen = []
-    for name, linear in _chosen_linears(model, filter_fn):
-        shape = (linear.out_features, linear.in_features)
-        why = nm_shape_error(shape, m, layout)
-        if why is None:
-            chosen.append((name, linear))
-        elif not skip_incompatible:
-            raise ValueError(
-                f"layer {name!r} with weight shape (out, in) = {shape} cannot hold a {layout} {n}:{m} pattern: {why}; "
-                "leave it out with filter_fn, or pass skip_incompatible=True to keep such layers dense"
-            )
-    if not chosen:
-        raise ValueError(f"no chosen layer can hold a {layout} {n}:{m} pattern")
-    out: dict[str, SparseLinear] = {}
-    for name, linear in chosen:
-        layer: SparseLinear
-        if ste_decay is not None:
-            layer = STELinear.from_nm(linear, n, m, layout, ste_decay)
-        else:
-            if init == "nm_random":
-                shape = tuple(linear.weight.shape)
-                mask = random_nm_mask(shape, n, m, layout, generator=generator, device=linear.weight.device)
-            else:
-                mask = best_nm_mask(linear.weight.detach().abs(), n, m, layout)
-            layer = SparseLinear.from_linear(linear, mask)
-            if weight_init == "swi":
-                swi_(layer.weight, layer.mask, generator=generator)
-        _set_submodule(model, name, layer)
-        out[name] = layer
-    return out
+    return sparsify_(
+        model,
+        None,
+        filter_fn,
+        init,
+        constraint=constraint_of(pattern, layout),
+        layer="masked" if ste_decay is None else "ste",
+        layer_options=None if ste_decay is None else {"decay": ste_decay},
+        weight_init=weight_init,
+        skip_incompatible=skip_incompatible,
+        generator=generator,
+    )
 
 
 def squash_(model: nn.Module) -> nn.Module:
-    """Turns every ``SparseLinear`` of ``model`` back into an ``nn.Linear`` holding the same (zero off-mask) weights.
+    """Turns every sparse layer of ``model`` back into an ``nn.Linear`` computing the same (zero off-topology) map.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))
@@ -208,14 +215,7 @@ def squash_(model: nn.Module) -> nn.Module:
         'Linear'
     """
     for name, layer in list(sparse_layers(model).items()):
-        layer._hook.remove()
-        with torch.no_grad():  # W * M is the model (an STE layer keeps dense master weights)
-            layer.weight.mul_(layer.effective_mask())
-        linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
-        linear.weight = layer.weight
-        linear.bias = layer.bias
-        if name:
-            _set_submodule(model, name, linear)
-        else:
-            raise ValueError("squash_ needs a model that contains SparseLinear layers, not a SparseLinear itself")
+        if not name:
+            raise ValueError("squash_ needs a model that contains sparse layers, not a sparse layer itself")
+        _set_submodule(model, name, layer.to_linear())
     return model

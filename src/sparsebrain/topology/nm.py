@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .initial import _check_shape
+from .initial import INITS, _check_shape
 
 __all__ = [
     "LAYOUTS",
@@ -37,6 +37,8 @@ __all__ = [
     "is_nm",
     "is_rowwise",
     "is_transposable",
+    "nm_magnitude",
+    "nm_random",
     "parse_nm",
     "random_nm_mask",
     "random_rowwise_mask",
@@ -467,3 +469,64 @@ def nm_shape_error(shape: Sequence[int], m: int, layout: str = "transposable") -
     if in_f % m:
         return f"in_features must be a multiple of {m} for a row-wise pattern"
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# initial topologies of the N:M constraint (registered inits: the constraint passes n, m and layout)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _check_pattern_density(density: float | None, n: int, m: int) -> None:
+    if density is not None and abs(float(density) - n / m) > 1e-9:
+        raise ValueError(f"an {n}:{m} pattern has density {n / m:g}, got density={density!r}")
+
+
+def nm_random(
+    shape: Sequence[int],
+    density: float | None = None,
+    *,
+    n: int,
+    m: int,
+    layout: str = "transposable",
+    generator: torch.Generator | None = None,
+    device: Device = None,
+) -> torch.Tensor:
+    """A pattern drawn uniformly per block (or group): :func:`random_nm_mask`, as a registered initial topology.
+
+    Example:
+        >>> is_nm(nm_random((8, 8), 0.5, n=2, m=4), 2, 4)
+        True
+    """
+    _check_pattern_density(density, n, m)
+    return random_nm_mask(shape, n, m, layout, generator=generator, device=device)
+
+
+def nm_magnitude(
+    shape: Sequence[int],
+    density: float | None = None,
+    *,
+    n: int,
+    m: int,
+    layout: str = "transposable",
+    weight: torch.Tensor,
+    generator: torch.Generator | None = None,
+    device: Device = None,
+) -> torch.Tensor:
+    """The best pattern of ``|weight|`` (a one-shot magnitude projection: NVIDIA's recipe, eDSrT), as an init.
+
+    Example:
+        >>> w = torch.tensor([[0.1, 0.9, 0.5, 0.2]])
+        >>> nm_magnitude((1, 4), n=2, m=4, layout="rowwise", weight=w).tolist()
+        [[False, True, True, False]]
+    """
+    _check_pattern_density(density, n, m)
+    if tuple(weight.shape) != tuple(shape):
+        raise ValueError(f"weight must have the layer's shape {tuple(shape)}, got {tuple(weight.shape)}")
+    mask = best_nm_mask(weight.detach().abs(), n, m, layout)
+    return mask if device is None else mask.to(device)
+
+
+for _init in (nm_random, nm_magnitude):
+    _init.constraint = "nm"  # type: ignore[attr-defined]  (see topology.constraints: which inits fit which masks)
+    INITS.register(_init.__name__, _init)
+nm_magnitude.needs_weight = True  # type: ignore[attr-defined]  (the sparsify path passes the layer's weight)

@@ -1,13 +1,17 @@
-"""Weighted sampling without replacement by Frechet (Gumbel) top-k, for soft removal and soft regrowth.
+"""Selection: turning scores into exact numbers of links, and weighted sampling without replacement.
+
+Every selection of links in sparsebrain goes through here: which active links a removal keeps
+(:func:`keep_top`), which candidates regrowth picks (:func:`select_regrowth`, under the sampling rules of
+:func:`regrowth_keys`), and the standalone samplers built on them.
 
 Sequentially drawing ``k`` of ``n`` elements without replacement with probability proportional to ``w_i^T`` has the
 same law as keeping the ``k`` largest of ``w_i (-ln U_i)^(-1/T)``, ``U_i ~ U(0, 1)`` i.i.d. (Frechet keys; their logs
 ``T ln w_i + Gumbel`` give the Gumbel-top-k trick; CHTs24 paper, Appendix A). Unlike ``torch.multinomial`` this works
 on any number of elements (no 2^24 limit) and costs one random draw and one ``topk``.
 
-Selections rank by the keys' logarithms (``T ln w - ln(-ln U)``), which never overflow, and always return exactly ``k``
-entries: when fewer than ``k`` entries have a positive weight, all of them are kept and the rest are drawn uniformly
-among the zero-weight entries (the reference code adds 1e-5 to every candidate for the same purpose).
+Selections always return exactly ``k`` entries: when fewer than ``k`` candidates have a positive score, all of them
+are kept and the rest are drawn uniformly among the zero-score candidates (the reference code adds 1e-5 to every
+candidate for the same purpose).
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ import operator
 import torch
 from torch import Tensor
 
-__all__ = ["frechet_scores", "uniform_scaled_topk", "weighted_sample_without_replacement"]
+__all__ = [
+    "frechet_scores",
+    "keep_top",
+    "regrowth_keys",
+    "select_regrowth",
+    "topk_mask",
+    "uniform_scaled_topk",
+    "weighted_sample_without_replacement",
+]
 
 
 def _check_nonnegative(t: Tensor, name: str) -> Tensor:
@@ -65,18 +77,6 @@ def _frechet_log_keys(w: Tensor, T: float, U: Tensor) -> Tensor:
     return w.log().mul_(T).sub_(U.log().neg_().log_())
 
 
-def _topk_mask(key: Tensor, k: int, positive: Tensor, U: Tensor) -> Tensor:
-    """Bool mask of the ``k`` largest ``key`` entries; if fewer than ``k`` are positive, all positive entries plus
-    ``k - n_pos`` zero entries chosen uniformly at random (by ``U``)."""
-    if int(positive.sum()) < k:
-        # Ranking positives at +inf and zeros by U keeps every positive entry and a uniform draw among the zeros.
-        key = torch.where(positive, torch.full_like(U, math.inf), U)
-    mask = torch.zeros(key.numel(), dtype=torch.bool, device=key.device)
-    if k > 0:
-        mask[torch.topk(key.reshape(-1), k, sorted=False).indices] = True  # topk: exactly k indices, ties included
-    return mask.view(key.shape)
-
-
 def frechet_scores(weights: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
     """Frechet keys ``w * (-ln U)^(-1/T)``, ``U ~ U(0, 1)``: their top-k is a sample of ``k`` elements without
     replacement with probability proportional to ``w^T``.
@@ -105,13 +105,98 @@ def frechet_scores(weights: Tensor, temperature: float = 1.0, generator: torch.G
     return _frechet_log_keys(w, T, U).div_(T).exp_()
 
 
+def topk_mask(key: Tensor, k: int) -> Tensor:
+    """Bool mask (shape of ``key``) of the ``k`` largest entries of ``key``; exact count even with ties.
+
+    Example:
+        >>> topk_mask(torch.tensor([0.5, 2.0, 1.0]), 2).tolist()
+        [False, True, True]
+    """
+    out = torch.zeros(key.numel(), dtype=torch.bool, device=key.device)
+    if k > 0:
+        idx = torch.topk(key.reshape(-1), k, sorted=False).indices
+        out[idx] = True
+    return out.view_as(key)
+
+
+def keep_top(scores: Tensor, active: Tensor, k: int) -> Tensor:
+    """The ``k`` active positions with the largest ``scores`` (NaN scores count as lowest).
+
+    Example:
+        >>> keep_top(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([True, True, False]), 1).tolist()
+        [True, False, False]
+    """
+    key = torch.nan_to_num(scores.float(), nan=-torch.inf).masked_fill(~active, -torch.inf)
+    return topk_mask(key, k) & active
+
+
+def regrowth_keys(
+    scores: Tensor, sampling: str, generator: torch.Generator | None, *, temperature: float = 1.0
+) -> Tensor:
+    """Keys whose largest entries are the regrowth choice under ``sampling``, from non-negative ``scores``.
+
+    ``"topk"``: the scores; ``"multinomial"``: Frechet keys ``s (-ln U)^(-1/T)``, whose top-k is a sample without
+    replacement with probability proportional to ``s^T``; ``"uniform"``: ``s * U[0, 1]`` (the CHTs24 soft rule). Keys
+    are non-negative, proportional to the scores at ``T = 1`` (0 where the score is 0), so they can also be summed
+    over a block.
+
+    Example:
+        >>> regrowth_keys(torch.tensor([0.0, 2.0]), "topk", None)
+        tensor([0., 2.])
+    """
+    if sampling == "topk":
+        return scores
+    if sampling == "multinomial":
+        return frechet_scores(scores, temperature, generator)
+    if sampling == "uniform":
+        return scores * torch.rand(scores.shape, generator=generator, device=scores.device)
+    raise ValueError(f"regrowth_sampling must be one of 'topk', 'multinomial', 'uniform'; got {sampling!r}")
+
+
+def select_regrowth(
+    scores: Tensor,
+    candidates: Tensor,
+    k: int,
+    sampling: str,
+    generator: torch.Generator | None,
+    *,
+    temperature: float = 1.0,
+) -> Tensor:
+    """Picks ``k`` of the ``candidates`` from non-negative ``scores``.
+
+    ``sampling`` is ``"topk"`` (largest scores), ``"multinomial"`` (without replacement, probability proportional to
+    ``score^temperature``; done with the Gumbel top-k trick so matrices over 2^24 entries work) or ``"uniform"``
+    (top-k of score * U[0, 1], the CHTs24 soft rule). Candidates with a positive score always come before zero-score
+    ones; when fewer than ``k`` have a positive score the rest are drawn uniformly among the zero-score candidates
+    (the papers add a tiny constant to all non-links for the same purpose).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> pick = select_regrowth(torch.tensor([0.0, 3.0, 1.0]), torch.tensor([True, True, False]), 2, "topk", g)
+        >>> pick.tolist()
+        [True, True, False]
+    """
+    k = min(k, int(candidates.sum()))
+    if k <= 0:
+        return torch.zeros_like(candidates)
+    s = torch.nan_to_num(scores.float(), nan=0.0, posinf=torch.finfo(torch.float32).max).clamp_min(0.0)
+    positive = candidates & (s > 0)
+    pos_key = regrowth_keys(s, sampling, generator, temperature=temperature)
+    # Positive-score candidates get keys > 0 (clamped in case a perturbed key underflowed to 0); zero-score
+    # candidates get random keys in (-1, 0]; everything else -inf.
+    pos_key = pos_key.clamp_min(torch.finfo(torch.float32).tiny)
+    fill = -torch.rand(s.shape, generator=generator, device=s.device)
+    key = torch.where(positive, pos_key, torch.where(candidates, fill, torch.full_like(s, -torch.inf)))
+    return topk_mask(key, k) & candidates
+
+
 def weighted_sample_without_replacement(
     weights: Tensor, k: int, temperature: float = 1.0, generator: torch.Generator | None = None
 ) -> Tensor:
     """Samples ``k`` entries without replacement with probability proportional to ``weights^T``.
 
-    The top-k of :func:`frechet_scores` (one uniform draw per element, any number of elements). If fewer than ``k``
-    weights are positive, all of them are taken and the rest are drawn uniformly among the zero-weight entries.
+    :func:`select_regrowth` with ``"multinomial"`` sampling over every entry. If fewer than ``k`` weights are
+    positive, all of them are taken and the rest are drawn uniformly among the zero-weight entries.
 
     Args:
         weights: non-negative tensor of any shape, on any device.
@@ -131,15 +216,15 @@ def weighted_sample_without_replacement(
     w = _check_nonnegative(weights, "weights")
     k = _check_k(k, w.numel())
     T = _check_temperature(temperature)
-    U = _uniform_open(w, generator)
-    return _topk_mask(_frechet_log_keys(w, T, U), k, w > 0, U)
+    every = torch.ones(w.shape, dtype=torch.bool, device=w.device)
+    return select_regrowth(w, every, k, "multinomial", generator, temperature=T)
 
 
 def uniform_scaled_topk(scores: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
     """CHTs24 soft regrowth: the top-k of ``scores * U``, ``U ~ U(0, 1)``.
 
-    Entries with a positive score always rank above zero ones; if fewer than ``k`` are positive, the rest are drawn
-    uniformly among the zero-score entries.
+    :func:`select_regrowth` with ``"uniform"`` sampling over every entry: entries with a positive score always rank
+    above zero ones; if fewer than ``k`` are positive, the rest are drawn uniformly among the zero-score entries.
 
     Args:
         scores: non-negative tensor of any shape (e.g. CH scores of the non-links), on any device.
@@ -157,6 +242,5 @@ def uniform_scaled_topk(scores: Tensor, k: int, generator: torch.Generator | Non
     """
     s = _check_nonnegative(scores, "scores")
     k = _check_k(k, s.numel())
-    U = _uniform_open(s, generator)
-    key = s.log().add_(U.log())  # ln(s U): same order as s U without underflow; -inf for zero scores
-    return _topk_mask(key, k, s > 0, U)
+    every = torch.ones(s.shape, dtype=torch.bool, device=s.device)
+    return select_regrowth(s, every, k, "uniform", generator)

@@ -1,0 +1,31 @@
+"""Resetting an optimizer's per-parameter state where a sparse layer's links changed."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["reset_state_"]
+
+
+@torch.no_grad()
+def reset_state_(optimizer: torch.optim.Optimizer, param: Tensor, keep: Tensor) -> None:
+    """Zeroes every state tensor of ``param`` shaped like ``param`` (momentum, Adam's moments...) where ``keep``
+    is False.
+
+    This covers every optimizer whose per-parameter state has the parameter's shape: SGD, Adam, AdamW and their
+    foreach and fused variants; scalar state (Adam's ``step``) is left alone.
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.ones(2, 2)); opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+        >>> p.grad = torch.ones(2, 2); opt.step()
+        >>> reset_state_(opt, p, torch.eye(2, dtype=torch.bool))
+        >>> opt.state[p]["momentum_buffer"].tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    state = optimizer.state.get(param)
+    if not state:
+        return
+    for value in state.values():
+        if torch.is_tensor(value) and value.shape == param.shape:
+            value.mul_(keep)

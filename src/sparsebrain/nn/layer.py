@@ -1,0 +1,130 @@
+"""The storage protocol: what the training engine may ask of a sparse layer, and nothing more.
+
+The engine (:class:`~sparsebrain.dst.DynamicSparsifier`) reads a layer's *logical* topology, asks the layer to
+rewire it, and reads the inputs of its scores (the weights, and the dense gradient on update steps). How the layer
+holds its links (a masked dense weight today; only the active links' values, or a 2:4-compressed weight, later) is
+the layer's business: a new storage is a new :class:`SparseLayer` subclass registered in :data:`LAYERS`, with no
+change to the engine.
+
+Example:
+    >>> import torch, sparsebrain as sb
+    >>> layer = sb.SparseLinear(8, 4, mask=torch.rand(4, 8) < 0.5)
+    >>> keep = layer.rewire_(torch.ones(4, 8, dtype=torch.bool))  # every link now; the new ones start at 0
+    >>> sorted(keep)
+    ['weight']
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from ..registry import Registry
+
+__all__ = ["LAYERS", "SparseLayer"]
+
+
+class SparseLayer(nn.Module):
+    """A linear map ``y = x W^T + b`` over a sparse bipartite topology of shape ``(out_features, in_features)``.
+
+    Class attributes say what a method may do with the layer (the method's validation reads them):
+
+    - ``rewirable``: the engine may change the topology with :meth:`rewire_`.
+    - ``dense_master_weights``: every weight is trained, the topology only selects which ones compute (STE): weights
+      off the topology are not zero, and no sparse initialisation applies.
+    - ``needs_pattern``: the layer derives an N:M pattern itself, so the method must name one.
+    """
+
+    in_features: int
+    out_features: int
+    rewirable: ClassVar[bool] = True
+    dense_master_weights: ClassVar[bool] = False
+    needs_pattern: ClassVar[bool] = False
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, mask: Tensor, **options: Any) -> SparseLayer:
+        """Wraps ``linear``'s own Parameter objects (an optimizer built on them keeps working) over ``mask``."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Raises ``ValueError`` naming the option if ``options`` (a method's ``layer_options``) do not fit."""
+        if options:
+            raise ValueError(f"layer {cls.__name__} takes no layer_options, got {sorted(options)}")
+
+    def topology(self) -> Tensor:
+        """The links the layer computes with: bool ``(out, in)``."""
+        raise NotImplementedError
+
+    def dense_weight(self) -> Tensor:
+        """The weights as a detached ``(out, in)`` tensor (what magnitude-based rules score)."""
+        raise NotImplementedError
+
+    def rewire_(self, mask: Tensor) -> dict[str, Tensor]:
+        """Makes ``mask`` the topology: removed links vanish, new links start at 0, kept links keep their weight.
+
+        Returns, per name of a parameter of this layer, where its optimizer state stays valid (bool, the
+        parameter's shape): the engine zeroes that state everywhere else.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot be rewired")
+
+    def state_kept_at_sparsify(self) -> dict[str, Tensor]:
+        """Like :meth:`rewire_`'s result, for the moment the layer was made sparse (a fresh state, or none reset)."""
+        return {}
+
+    def init_sparse_weights_(self, generator: Any = None) -> None:
+        """Sparse weight initialisation (SWI) of the weights on the topology."""
+        raise NotImplementedError(f"{type(self).__name__} has no sparse weight initialisation")
+
+    def capture_dense_grad_(self, on: bool) -> None:
+        """Starts (and clears) or stops collecting the unmasked gradient of the weight, for gradient-based rules."""
+        raise NotImplementedError
+
+    def dense_grad(self) -> Tensor | None:
+        """The unmasked ``(out, in)`` gradient collected since capture started, or None."""
+        return None
+
+    def to_linear(self) -> nn.Linear:
+        """An ``nn.Linear`` computing what this layer computes, sharing its Parameters; this layer stops masking."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------------------------
+    # the weight's gradient hook, shared by the storages that keep a dense ``weight`` Parameter
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def _on_grad(self, grad: Tensor) -> Tensor:
+        """Transforms the weight's gradient before it is accumulated (masking, SR-STE's decay...)."""
+        return grad
+
+    def _hook_gradient(self) -> None:
+        self._hook = self.weight.register_hook(self._on_grad)
+
+    def _linear_sharing_parameters(self) -> nn.Linear:
+        """An ``nn.Linear`` holding this layer's own weight and bias; the gradient hook is removed."""
+        self._hook.remove()
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+        linear.weight = self.weight
+        linear.bias = self.bias
+        return linear
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Hook handles are not picklable; deepcopy/pickle re-registers the hook in __setstate__.
+        state = self.__dict__.copy()
+        state.pop("_hook", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._hook_gradient()
+
+    @property
+    def density(self) -> float:
+        """Fraction of links present."""
+        t = self.topology()
+        return float(t.sum()) / t.numel()
+
+
+LAYERS: Registry[type[SparseLayer]] = Registry("layer")
