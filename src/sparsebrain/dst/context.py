@@ -22,17 +22,20 @@ class LayerView:
         module: the layer itself.
         mask: the current mask, bool ``(out, in)``; for regrowth rules this is the mask after removal.
         grad: the dense (unmasked) gradient of the last step, present only for rules that declare ``needs_grad``.
+        full_weight: the weights as the engine gathered them for this update (full even when the layer is
+            sharded); None: read them from the layer.
     """
 
     name: str
     module: SparseLayer
     mask: Tensor
     grad: Tensor | None = None
+    full_weight: Tensor | None = None
 
     @property
     def weight(self) -> Tensor:
-        """The layer's weights, detached ``(out, in)``."""
-        return self.module.dense_weight()
+        """The layer's weights, detached ``(out, in)``, the same on every rank."""
+        return self.full_weight if self.full_weight is not None else self.module.dense_weight()
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..nn.sharding import local, local_view
+
 __all__ = ["reset_state_"]
 
 
@@ -14,7 +16,8 @@ def reset_state_(optimizer: torch.optim.Optimizer, param: Tensor, keep: Tensor) 
     is False.
 
     This covers every optimizer whose per-parameter state has the parameter's shape: SGD, Adam, AdamW and their
-    foreach and fused variants; scalar state (Adam's ``step``) is left alone.
+    foreach and fused variants; scalar state (Adam's ``step``) is left alone. State sharded like its parameter
+    (FSDP2) is reset on this rank's part.
 
     Example:
         >>> p = torch.nn.Parameter(torch.ones(2, 2)); opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
@@ -28,4 +31,4 @@ def reset_state_(optimizer: torch.optim.Optimizer, param: Tensor, keep: Tensor) 
         return
     for value in state.values():
         if torch.is_tensor(value) and value.shape == param.shape:
-            value.mul_(keep)
+            local(value).mul_(local_view(value, keep))

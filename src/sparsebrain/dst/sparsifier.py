@@ -147,6 +147,7 @@ class DynamicSparsifier:
         cfg = self.config
         self._static_warning: str | None = None
         self._check_schedule()
+        self._auto_strategy = strategy is None
         self.strategy = strategy if strategy is not None else strategy_for(model)
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)).item())
@@ -197,12 +198,51 @@ class DynamicSparsifier:
         rules = [self._removal] + ([self._regrowth] if self._regrowth else [])
         self._needs_grad = any(getattr(r, "needs_grad", False) for r in rules)
         self._capturing = False
-        self._sync_capture()
-        # Optimizer steps seen through a step post hook: a step skipped (a GradScaler on inf/NaN gradients) or
-        # missing must not advance the schedule nor rewire on that step's gradients.
+        self._checked = False
         self._optimizer_steps = self._optimizer_steps_used = 0
         self._warned_no_optimizer_step = False
-        self._step_hook = None
+        self._step_hook: Any = None
+        self._bind(optimizer)
+        if self._static_warning:  # once the sparsifier stands: a refused one says only why it was refused
+            warnings.warn(self._static_warning, UserWarning, stacklevel=2)
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Gives the sparsifier its optimizer after construction, e.g. once ``fully_shard`` replaced the parameters.
+
+        The sharded flow: ``sp = DynamicSparsifier(model, None, ...)`` (the model is made sparse), then
+        ``fully_shard(...)``, ``opt = torch.optim.AdamW(model.parameters(), ...)`` and ``sp.attach(opt)``: the
+        sparsifier then uses the :class:`~sparsebrain.dst.distributed.FSDP2` strategy (unless one was given),
+        agrees the masks over the ranks and zeroes every shard off them.
+
+        Example:
+            >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+            >>> sp = DynamicSparsifier(model, None, method="set", density=0.5, total_steps=100, update_interval=10)
+            >>> sp.attach(torch.optim.SGD(model.parameters(), lr=0.1))
+        """
+        self.optimizer = optimizer
+        self._check_optimizer(list(self.layers.items()))
+        self._param_names = self._parameter_names()
+        if self._auto_strategy:
+            self.strategy = strategy_for(self.model)
+        masks = self.strategy.agree_masks({n: m.topology() for n, m in self.layers.items()})
+        with torch.no_grad():  # every rank's shard (or replica) off the agreed masks is zero, and its state too
+            self._reset_optimizer_state({n: self.layers[n].rewire_(mask) for n, mask in masks.items()})
+        self._bind(optimizer)
+
+    def _bind(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """Installs the strategy on the layers, and counts the optimizer's real steps through a step post hook.
+
+        A step skipped (a GradScaler on inf/NaN gradients) or missing must not advance the schedule nor rewire on
+        that step's gradients.
+        """
+        self.strategy.check(self.layers)
+        self.strategy.install(self.layers)
+        self._capturing = self._needs_grad and self.is_update_step(self._step + 1)
+        self.strategy.capture_dense_grads_(self.layers, self._capturing)
+        if self._step_hook is not None:
+            self._step_hook.remove()
+            self._step_hook = None
+        self._optimizer_steps = self._optimizer_steps_used = 0
         if optimizer is not None and hasattr(optimizer, "register_step_post_hook"):
             this = weakref.ref(self)
 
@@ -212,8 +252,6 @@ class DynamicSparsifier:
                     me._optimizer_steps += 1
 
             self._step_hook = optimizer.register_step_post_hook(count)
-        if self._static_warning:  # once the sparsifier stands: a refused one says only why it was refused
-            warnings.warn(self._static_warning, UserWarning, stacklevel=2)
 
     def _check_schedule(self) -> None:
         """Refuses a density schedule that gets no topology update (it would end at its start density, silently)."""
@@ -309,13 +347,15 @@ class DynamicSparsifier:
                         stacklevel=2,
                     )
                 if self._capturing:  # the skipped step's captured gradients must not feed the next update
-                    for layer in self.layers.values():
-                        layer.capture_dense_grad_(True)
+                    self.strategy.capture_dense_grads_(self.layers, True)
                 return False
             self._optimizer_steps_used = self._optimizer_steps
         if not self.config.sparse:
             self._step += 1
             return False
+        if not self._checked:  # once: e.g. a model sharded after the sparsifier was built, without attach()
+            self.strategy.check(self.layers)
+            self._checked = True
         nxt = self._step + 1
         updated = False
         if self.is_update_step(nxt):
@@ -332,8 +372,7 @@ class DynamicSparsifier:
         """
         want = self._needs_grad and self.is_update_step(self._step + 1)
         if want != self._capturing or (want and fresh):
-            for layer in self.layers.values():
-                layer.capture_dense_grad_(want)
+            self.strategy.capture_dense_grads_(self.layers, want)
             self._capturing = want
 
     def _generator(self, device: torch.device) -> torch.Generator:
@@ -355,8 +394,10 @@ class DynamicSparsifier:
     def _update(self, step: int) -> None:
         """One topology update: removal, (percolation), regrowth under the constraint, and the layers' rewiring."""
         cfg = self.config
-        for name, layer in self.layers.items():
-            if not torch.isfinite(layer.dense_weight()).all():
+        self.strategy.check(self.layers)
+        weights = {n: self.strategy.full(m.dense_weight()) for n, m in self.layers.items()}  # what the rules see
+        for name, weight in weights.items():
+            if not torch.isfinite(weight).all():
                 raise FloatingPointError(
                     f"non-finite (NaN or inf) weights in sparse layer {name!r} at step {step}; "
                     "the topology was left unchanged"
@@ -366,7 +407,7 @@ class DynamicSparsifier:
         zeta = ZETA_SCHEDULES.get(cfg.zeta_schedule)(p, cfg.zeta, 0.0)
         temperature = TEMPERATURE_SCHEDULES.get(cfg.temperature_schedule)(p, *cfg.temperature)
         targets = self._targets(self.scheduled_density(index))
-        grads = self._dense_grads()
+        grads = {n: g for n, m in self.layers.items() if (g := self.strategy.dense_grad(n, m)) is not None}
         old = {n: m.topology().clone() for n, m in self.layers.items()}
         score_stats: dict[str, tuple[float, float]] = {}
 
@@ -374,7 +415,7 @@ class DynamicSparsifier:
             return UpdateContext(step, index, p, zeta, temperature, self._generator(old[name].device), cfg.options)
 
         def view(name: str, mask: Tensor) -> LayerView:
-            return LayerView(name, self.layers[name], mask, grads.get(name))
+            return LayerView(name, self.layers[name], mask, grads.get(name), full_weight=weights[name])
 
         def remove(name: str) -> Tensor:
             """The links kept: pruned to the scheduled density first, then the zeta share by the removal rule."""
@@ -468,16 +509,6 @@ class DynamicSparsifier:
             c = cols.get(name, torch.ones(in_f, dtype=torch.bool, device=masks[name].device))
             out[name] = r[:, None] & c[None, :]  # (out, in)
         return out
-
-    def _dense_grads(self) -> dict[str, Tensor]:
-        grads = {}
-        for name, layer in self.layers.items():
-            g = layer.dense_grad()
-            if g is not None:
-                grads[name] = g
-        if grads:
-            self.strategy.mean_dense_grads_(grads)
-        return grads
 
     def _reset_optimizer_state(self, keep: Mapping[str, Mapping[str, Tensor]]) -> None:
         """Zeroes optimizer state (momentum, Adam moments, ...) of each layer's parameters where the layer says."""

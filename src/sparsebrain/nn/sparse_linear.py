@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layer import LAYERS, SparseLayer
+from .sharding import local, local_view
 
 __all__ = ["SparseLinear"]
 
@@ -87,8 +88,10 @@ class SparseLinear(SparseLayer):
     @torch.no_grad()
     def rewire_(self, mask: Tensor) -> dict[str, Tensor]:
         kept = self.mask & mask
+        # removed links vanish, new links start at 0 (on this rank's rows of a sharded weight); the mask changes
+        # only once the weight has
+        local(self.weight).mul_(local_view(self.weight, kept))
         self.mask.copy_(mask)
-        self.weight.mul_(kept)  # removed links vanish, new links start at 0
         return {"weight": kept}
 
     def state_kept_at_sparsify(self) -> dict[str, Tensor]:
@@ -155,7 +158,9 @@ class SparseLinear(SparseLayer):
         weight = state_dict.get(prefix + "weight")
         if weight is not None and weight.shape == mask.shape:
             # weights off the mask would compute with links the mask says are absent: refuse, do not re-mask quietly
-            off = int(torch.count_nonzero(weight.detach().to(mask.device)[~mask.bool()]))
+            # (a sharded weight is checked on this rank's rows)
+            w, m = local(weight.detach()), local_view(weight, mask.to(weight.device).bool())
+            off = int(torch.count_nonzero(w[~m]))
             if off:
                 error_msgs.append(
                     f"sparse layer {prefix[:-1]!r}: the loaded weight has {off} non-zero entries off its mask "
