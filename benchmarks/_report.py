@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 import sparsebrain as sb
-from sparsebrain.experiments.provenance import git_state
+from sparsebrain.experiments.provenance import git_state, source_hash
 
 
 def write_report(name: str, device: torch.device, out: Path, **fields: Any) -> None:
@@ -26,6 +26,7 @@ def write_report(name: str, device: torch.device, out: Path, **fields: Any) -> N
         "sparsebrain": sb.__version__,
         "git_commit": commit,
         "git_dirty": dirty,
+        "source_sha256": source_hash(),
         "python": platform.python_version(),
         **fields,
     }

@@ -33,3 +33,19 @@ def test_commit_and_dirty_flag_follow_the_tracked_files(tmp_path: Path) -> None:
 
 def test_outside_a_checkout_records_nothing(tmp_path: Path) -> None:
     assert git_state(tmp_path) == (None, None)
+
+
+def test_source_hash_names_the_code_not_where_it_lives(tmp_path: Path) -> None:
+    from sparsebrain.experiments.provenance import source_hash
+
+    for where in ("a", "b"):
+        (tmp_path / where / "sub").mkdir(parents=True)
+        (tmp_path / where / "x.py").write_text("x = 1\n")
+        (tmp_path / where / "sub" / "y.py").write_text("y = 2\n")
+        (tmp_path / where / "notes.txt").write_text(where)  # not source: ignored
+    assert source_hash(tmp_path / "a") == source_hash(tmp_path / "b")
+    (tmp_path / "b" / "sub" / "y.py").write_text("y = 3\n")
+    assert source_hash(tmp_path / "a") != source_hash(tmp_path / "b")
+    (tmp_path / "b" / "sub" / "y.py").rename(tmp_path / "b" / "y2.py")  # same bytes elsewhere: other code
+    (tmp_path / "a" / "sub" / "y.py").write_text("y = 3\n")
+    assert source_hash(tmp_path / "a") != source_hash(tmp_path / "b")

@@ -27,7 +27,7 @@ from ..dst import DynamicSparsifier, ScheduleError
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, dump_config
 from .io import RunError, append_line, atomic_write_json, atomic_write_text, lock_run_dir, remove_temporaries
-from .provenance import git_state
+from .provenance import git_state, source_hash
 from .report import regrowth_rule_of
 from .tasks.base import Task, autocast
 
@@ -699,6 +699,7 @@ def _summary(
         "versions": _versions(device),
         "git_commit": commit,
         "git_dirty": dirty,
+        "source_sha256": source_hash(),
         "command": command or " ".join(sys.argv),
         "run_dir": str(run_dir),
     }
