@@ -62,3 +62,44 @@ def dead_ends(masks: dict[str, torch.Tensor], junction) -> int:  # type: ignore[
     for name in junction.consumers:
         has_link |= masks[name].any(0)
     return int((has_link & ~alive).sum())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# several processes (gloo, CPU)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init_gloo(rank: int, world: int, port: int) -> None:
+    """Joins the process group of a test's ranks (one CPU thread each: 2 cores run both)."""
+    import os
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def run_ranks(worker, *args, tmp_path, world: int = 2) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    """Runs ``worker(rank, world, port, *args, out)`` in ``world`` processes; returns each one's ``out.RANK`` file."""
+    import pytest
+    import torch.multiprocessing as mp
+
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    out = str(tmp_path / "rank")
+    mp.spawn(worker, args=(world, free_port(), *args, out), nprocs=world, join=True)
+    return [torch.load(f"{out}.{r}", weights_only=True) for r in range(world)]
+
+
+def assert_masks_moved_identically(results: list[dict], updates: int) -> None:  # type: ignore[type-arg]
+    """Every rank made ``updates`` topology updates, with the same masks each time, and the topology moved."""
+    assert all(r["updates"] == updates for r in results)
+    assert all(torch.equal(r["masks"], results[0]["masks"]) for r in results)
+    assert not torch.equal(results[0]["masks"][0], results[0]["masks"][-1])

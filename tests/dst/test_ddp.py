@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from helpers import assert_masks_moved_identically, init_gloo, run_ranks
 
 import sparsebrain as sb
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _worker(rank: int, world: int, port: int, method: str, out: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    init_gloo(rank, world, port)
     try:
         torch.manual_seed(0)  # same initial model on every rank (DDP would broadcast it anyway)
         model = sb.models.MLP(20, [24, 24, 24], 5)
@@ -49,11 +37,4 @@ def _worker(rank: int, world: int, port: int, method: str, out: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["rigl", "chts", "chts24"])
 def test_masks_identical_across_ranks(method: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    out = str(tmp_path / "masks")
-    mp.spawn(_worker, args=(2, _free_port(), method, out), nprocs=2, join=True)
-    r0, r1 = (torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1))
-    assert r0["updates"] == r1["updates"] == 20
-    assert torch.equal(r0["masks"], r1["masks"])
-    assert not torch.equal(r0["masks"][0], r0["masks"][-1])  # the topology really moved
+    assert_masks_moved_identically(run_ranks(_worker, method, tmp_path=tmp_path), updates=20)

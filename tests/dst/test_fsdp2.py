@@ -9,13 +9,11 @@ on every shard, exact link counts (or the N:M pattern). Then a resume from step 
 from __future__ import annotations
 
 import io
-import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from helpers import assert_masks_moved_identically, free_port, init_gloo, run_ranks
 
 import sparsebrain as sb
 
@@ -24,12 +22,6 @@ STEPS, RESUME_AT = 27, 20  # update_interval 1, end_fraction 0.75: 20 topology u
 fsdp = pytest.importorskip("torch.distributed.fsdp")
 if not hasattr(fsdp, "fully_shard"):
     pytest.skip("torch.distributed.fsdp.fully_shard (FSDP2) needs a newer torch", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _build(method: str, model_seed: int, engine_seed: int, mesh):  # type: ignore[no-untyped-def]
@@ -99,10 +91,7 @@ def _snapshot(model, opt, sp) -> dict:  # type: ignore[type-arg]
 
 
 def _worker(rank: int, world: int, port: int, method: str, out: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    init_gloo(rank, world, port)
     try:
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
@@ -157,15 +146,9 @@ def _worker(rank: int, world: int, port: int, method: str, out: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["rigl", "chts", "chts24"])
 def test_sharded_training_keeps_masks_identical_and_weights_sparse(method: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("torch.distributed with gloo is not available")
-    out = str(tmp_path / "fsdp2")
-    mp.spawn(_worker, args=(2, _free_port(), method, out), nprocs=2, join=True)
-    r0, r1 = (torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1))
-    assert r0["updates"] == r1["updates"] == 20
-    assert torch.equal(r0["masks"], r1["masks"])
-    assert not torch.equal(r0["masks"][0], r0["masks"][-1])  # the topology really moved
-    assert r0["identical"] and r1["identical"]  # the resume from step 20 ends bit-identical, on both ranks
+    results = run_ranks(_worker, method, tmp_path=tmp_path)
+    assert_masks_moved_identically(results, updates=20)
+    assert all(r["identical"] for r in results)  # the resume from step 20 ends bit-identical, on every rank
 
 
 def test_a_sharded_model_without_the_fsdp2_strategy_is_refused() -> None:
@@ -175,7 +158,7 @@ def test_a_sharded_model_without_the_fsdp2_strategy_is_refused() -> None:
 
     if dist.is_initialized():
         pytest.skip("a process group is already initialised in this process")
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         model = sb.models.MLP(20, [24, 24], 5)
         sp = sb.DynamicSparsifier(model, None, method="set", density=0.2, total_steps=20, update_interval=1)
