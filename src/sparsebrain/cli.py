@@ -176,6 +176,8 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
     """``"chts[regrowth=ch3_l3p,zeta=0.2]"`` -> ``("chts", {"regrowth": "ch3_l3p", "zeta": 0.2})``."""
     import yaml
 
+    from .experiments.config import yaml_problem
+
     spec = spec.strip()
     if "[" not in spec:
         return spec, {}
@@ -190,9 +192,8 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
         try:
             options[key.strip()] = yaml.safe_load(value.strip())
         except yaml.YAMLError as e:
-            reason = getattr(e, "problem", None) or str(e).splitlines()[0]
             raise ValueError(f"method variant {spec!r}: the value of {key.strip()!r}, {value.strip()!r}, is not "
-                             f"valid YAML ({reason})") from None  # fmt: skip
+                             f"valid YAML ({yaml_problem(e)})") from None  # fmt: skip
     return name.strip(), options
 
 
@@ -343,7 +344,7 @@ def _not_reusable(run_dir: Path, cfg: Any) -> str | None:
         return f"holds a finished run of another config (differs in {', '.join(changed)})" if changed else None
     if (run_dir / CHECKPOINT).exists():
         try:
-            saved = read_run_checkpoint(run_dir / CHECKPOINT)["config_saved"]
+            saved = read_run_checkpoint(run_dir / CHECKPOINT)["config"]
         except RunError as e:
             return f"holds an unfinished run whose checkpoint cannot be used ({e})"
         changed = config_changes(saved, cfg)
@@ -376,6 +377,8 @@ def _load_published(path: str | None) -> dict[str, float] | None:
         return None
     import yaml
 
+    from .experiments.config import yaml_problem
+
     if not Path(path).exists():
         raise ValueError(f"--published {path!r} does not exist")
     try:
@@ -383,8 +386,7 @@ def _load_published(path: str | None) -> dict[str, float] | None:
     except UnicodeDecodeError:
         raise ValueError(f"--published {path!r} is not UTF-8 text") from None
     except yaml.YAMLError as e:
-        reason = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ValueError(f"--published {path!r} is not valid YAML ({reason})") from None
+        raise ValueError(f"--published {path!r} is not valid YAML ({yaml_problem(e)})") from None
     if not isinstance(data, dict) or not all(isinstance(v, int | float) for v in data.values()):
         raise ValueError(f"--published {path!r} must map method names to accuracies in %")
     return {str(k): float(v) for k, v in data.items()}

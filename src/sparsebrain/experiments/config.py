@@ -407,6 +407,20 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 # overrides and files
 
 
+def yaml_problem(error: Exception) -> str:
+    """The one-line reason of a YAML parser error (its own report is a multi-line excerpt with a caret).
+
+    Example:
+        >>> import yaml
+        >>> try:
+        ...     yaml.safe_load("[64, 64")
+        ... except yaml.YAMLError as e:
+        ...     print(yaml_problem(e))
+        expected ',' or ']', but got '<stream end>'
+    """
+    return getattr(error, "problem", None) or str(error).splitlines()[0]
+
+
 def parse_overrides(args: list[str]) -> dict[str, Any]:
     """Turns ``["--sparsity.density", "0.01", "--seed=1"]`` into ``{"sparsity.density": 0.01, "seed": 1}``.
 
@@ -432,10 +446,8 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         try:
             out[key] = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as e:
-            # the parser's own report is a multi-line excerpt with a caret; its first problem is the useful part
-            reason = getattr(e, "problem", None) or str(e).splitlines()[0]
             raise ConfigError(
-                f"override --{key} {raw!r} is not valid YAML: {reason} (write lists as [64, 64], mappings as "
+                f"override --{key} {raw!r} is not valid YAML: {yaml_problem(e)} (write lists as [64, 64], mappings as "
                 "{zeta: 0.1}, and quote the value in the shell)"
             ) from None
     return out

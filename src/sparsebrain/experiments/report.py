@@ -442,7 +442,22 @@ def headline_metric(runs: Iterable[Run]) -> str:
     return metric
 
 
-_FINAL_DENSITY_TOLERANCE = 0.01  # as the trainer's: within 1% of the last evaluation's density is "at the final one"
+DENSITY_TOLERANCE = 0.01  # a density within 1% of another counts as the same one (exact link counts round)
+
+
+def at_final_density(evals: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The evaluations at the run's final density (within :data:`DENSITY_TOLERANCE` of the last one's): the only
+    ones a best is picked from, since a schedule that starts denser (CHTss, GMP, GraNet) must not report a model with
+    many more links than the one it ends with. Events without a density are kept.
+
+    Example:
+        >>> [e["step"] for e in at_final_density([{"step": 1, "density": 0.5}, {"step": 2, "density": 0.05}])]
+        [2]
+    """
+    final = evals[-1].get("density") if evals else None
+    if final is None:
+        return list(evals)
+    return [e for e in evals if e.get("density") is None or e["density"] <= final * (1 + DENSITY_TOLERANCE)]
 
 
 def _pick_from_events(run: Run, selection: str, spec: MetricSpec) -> float | None:
@@ -451,9 +466,7 @@ def _pick_from_events(run: Run, selection: str, spec: MetricSpec) -> float | Non
     evals = [e for e in run.of_kind("eval") if e.get(selection) is not None and e.get(spec.name) is not None]
     if not evals:
         return None
-    final = evals[-1].get("density")
-    if final is not None:  # a schedule that starts denser must not be judged by its denser evaluations
-        evals = [e for e in evals if e.get("density") is None or e["density"] <= final * (1 + _FINAL_DENSITY_TOLERANCE)]
+    evals = at_final_density(evals)
     return float((max if spec.higher_is_better else min)(evals, key=lambda e: e[selection])[spec.name])
 
 
@@ -1283,7 +1296,6 @@ _SPLIT_SIZES = {
     "train_tokens": "training", "valid_tokens": "validation tokens",
     "train_sentences": "training", "valid_sentences": "validation sentences",
 }  # fmt: skip
-_TARGET_TOLERANCE = 0.01  # a density within 1% of the target counts as at the target (exact link counts round)
 
 
 def _common(values: Iterable[Any]) -> str:
@@ -1312,7 +1324,7 @@ def _schedule_lines(rows: Sequence[Row], x: str) -> list[str]:
         evals = [e for e in r.runs[0].of_kind("eval") if e.get("density") is not None and e.get(x) is not None]
         if not evals or evals[0]["density"] < 1.5 * r.density:
             continue
-        reached = [e for e in evals if e["density"] <= r.density * (1 + _TARGET_TOLERANCE)]
+        reached = [e for e in evals if e["density"] <= r.density * (1 + DENSITY_TOLERANCE)]
         start = f"{_escape(r.method)} starts denser than its target: density {evals[0]['density']:.3g} at the first "
         if reached:
             at, last = _number(float(reached[0][x])), _number(float(evals[-1][x]))

@@ -28,7 +28,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, dump_config
 from .io import RunError, append_line, atomic_write_json, atomic_write_text, lock_run_dir, remove_temporaries
 from .provenance import git_state, source_hash
-from .report import regrowth_rule_of
+from .report import at_final_density, regrowth_rule_of
 from .tasks.base import Task, autocast
 
 __all__ = ["DivergedError", "Interrupted", "RunError", "default_run_dir", "run_leaf", "run_name", "train"]
@@ -348,7 +348,7 @@ def _train(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     ckpt = read_run_checkpoint(run_dir / CHECKPOINT, device) if has_ckpt else None
-    if ckpt is not None and (changed := config_changes(ckpt["config_saved"], cfg)):
+    if ckpt is not None and (changed := config_changes(ckpt["config"], cfg)):
         raise RunError(
             f"the checkpoint in {str(run_dir)!r} was made with another config (differs in {', '.join(changed)}); "
             f"resume with the same config (its config.yaml) or choose another --run-dir"
@@ -393,8 +393,7 @@ def _train(
     metrics = run_dir / METRICS
     if ckpt is not None:
         try:
-            _check_shapes(model, ckpt["model"])
-            model.load_state_dict(ckpt["model"])
+            model.load_state_dict(ckpt["model"])  # a sparse layer refuses a mask of the wrong shape
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             sparsifier.load_state_dict(ckpt["sparsifier"])
@@ -537,26 +536,9 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def _check_shapes(model: torch.nn.Module, state: dict[str, Any]) -> None:
-    """Raises ValueError naming the tensors of ``state`` whose shapes differ from the model's.
-
-    ``load_state_dict`` alone would take a sparse layer's stored mask whatever its shape (the buffer may be empty
-    until a mask is set), so a damaged mask would load.
-    """
-    ours = model.state_dict()
-    wrong = [
-        f"{k} {tuple(v.shape)} instead of {tuple(ours[k].shape)}"
-        for k, v in state.items()
-        if k in ours and torch.is_tensor(v) and ours[k].numel() and v.shape != ours[k].shape
-    ]
-    if wrong:
-        raise ValueError(f"shape of {', '.join(wrong)}")
-
-
 def read_run_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Loads a run's ``checkpoint.pt`` for ``--resume``, its ``"config"`` as an :class:`ExperimentConfig`.
-
-    ``"config_saved"`` keeps the mapping as written, for :func:`config_changes`.
+    """Loads a run's ``checkpoint.pt`` for ``--resume``; its ``"config"`` is checked to be a valid config and kept as
+    the mapping written (keys it lacks are differences, see :func:`config_changes`).
 
     Raises:
         RunError: naming the file and what to do, when it is unreadable, damaged, or not a run's checkpoint.
@@ -568,9 +550,8 @@ def read_run_checkpoint(path: Path, map_location: str | torch.device = "cpu") ->
             f"checkpoint {str(path)!r} is not a sparsebrain run's checkpoint (no {', '.join(map(repr, missing))}); "
             f"{_START_OVER}"
         )
-    ckpt["config_saved"] = ckpt["config"]  # as written: keys it lacks are differences (see config_changes)
     try:
-        ckpt["config"] = config_from_dict(ckpt["config"])
+        config_from_dict(ckpt["config"])
     except (ConfigError, TypeError, ValueError, AttributeError) as e:
         raise RunError(f"checkpoint {str(path)!r} holds an invalid config ({_one_line(e)}); {_START_OVER}") from None
     return ckpt
@@ -633,10 +614,6 @@ def _retrain_report(reference: dict[str, Any] | None, metric: str, value: float,
                           metric: ref, "recovered": recovered}}  # fmt: skip
 
 
-# An evaluation within 1% of the last one's density counts as at the final density (exact link counts round)
-FINAL_DENSITY_TOLERANCE = 0.01
-
-
 def _summary(
     cfg: ExperimentConfig,
     run_dir: Path,
@@ -652,11 +629,10 @@ def _summary(
     evals = [e for e in map(json.loads, metrics.read_text().splitlines()) if e["event"] == "eval"]
     last = evals[-1]
     sel = task.selection_metric
-    # The best evaluation is the one of best selection metric (a validation split), the earliest of equal values
-    # (max and min keep the first); the headline is reported at it, so the test split never picks its own evaluation.
-    # Only evaluations at the final density compete: a schedule that starts denser (CHTss, GMP, GraNet) must not
-    # report a model with many more links than the one it ends with.
-    at_final = [e for e in evals if e["density"] <= last["density"] * (1 + FINAL_DENSITY_TOLERANCE)]
+    # The best evaluation is the one of best selection metric (a validation split) among those at the final density,
+    # the earliest of equal values (max and min keep the first); the headline is reported at it, so the test split
+    # never picks its own evaluation.
+    at_final = at_final_density(evals)
     pick = (max if task.higher_is_better else min)(at_final, key=lambda e: e[sel])
     reserved = {"event", "step", "epoch", "density", "anp", "lr", "wall_time_s"}
     st = sparsifier.stats()
@@ -665,7 +641,7 @@ def _summary(
     for name, layer in sparsifier.layers.items():
         layers[name] = {
             **{k: st["layers"][name][k] for k in ("density", "links", "anp_in", "anp_out")},
-            **degree_hists(layer.mask),
+            **degree_hists(layer.topology()),
         }
     return {
         "status": "finished",
