@@ -39,6 +39,18 @@ def test_ch2_l3n_close_with_tf32_allowed() -> None:
     torch.testing.assert_close(gpu, cpu, rtol=5e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["ch2_l3n", "ch3_l3n"])
+@pytest.mark.parametrize(("precision", "rtol"), [("auto", 2e-6), ("bf16x3", 2e-6), ("bf16x2", 1e-4), ("dtype", 2e-6)])
+def test_l3n_tensor_core_precisions_match_float64(name: str, precision: str, rtol: float) -> None:
+    """bf16 tensor-core GEMMs into float32: exact counts (degrees up to 3600 here) and float32-level scores."""
+    g = torch.Generator().manual_seed(2)
+    mask = torch.block_diag(torch.rand(64, 6000, generator=g) < 0.6, torch.rand(500, 700, generator=g) < 0.02)
+    ref = LINK_PREDICTORS.get(name)(mask, dtype=torch.float64)
+    got = LINK_PREDICTORS.get(name)(mask.cuda(), precision=precision, tile_elems=1 << 20).cpu()
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), ref, rtol=rtol, atol=0)
+
+
 def test_frechet_scores_on_cuda_over_2_pow_24() -> None:
     w = torch.rand(2**24 + 5, device="cuda")
     s = frechet_scores(w, 2.0, torch.Generator(device="cuda").manual_seed(0))

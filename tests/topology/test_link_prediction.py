@@ -154,6 +154,34 @@ def test_l3p_chunking_does_not_change_the_result(f) -> None:
         f(M, chunk_nnz=0)
 
 
+@pytest.mark.parametrize("f", [ch2_l3n, ch3_l3n])
+def test_l3n_tiles_do_not_change_the_result(f) -> None:
+    M = random_mask((37, 53), 0.2, seed=7)  # shapes no tile divides
+    full = f(M, dtype=torch.float64)
+    for tile_elems in (1, 53 * 5, 53 * 36):  # one row per tile, a few rows, all but one row
+        torch.testing.assert_close(f(M, dtype=torch.float64, tile_elems=tile_elems), full, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="tile_elems"):
+        f(M, tile_elems=0)
+
+
+@pytest.mark.parametrize("f", [ch2_l3n, ch3_l3n])
+def test_l3n_bf16_split_precisions_match_float64(f) -> None:
+    """Three bf16 parts carry every bit of the float32 node terms; two carry about 16 (bf16 here on the CPU is
+    emulated with float32 GEMMs on the same bf16 values, as the tensor cores sum them in float32)."""
+    M = torch.block_diag(random_mask((60, 300), 0.5, seed=8), random_mask((50, 40), 0.05, seed=9))  # wide degrees
+    ref = f(M, dtype=torch.float64)
+    x3 = f(M, precision="bf16x3", tile_elems=300 * 7)
+    x2 = f(M, precision="bf16x2")
+    torch.testing.assert_close(x3.double(), ref, rtol=2e-6, atol=0)
+    torch.testing.assert_close(x2.double(), ref, rtol=1e-4, atol=0)
+    assert float(((x2.double() - ref).abs() / ref.clamp_min(1e-30)).max()) > 1e-7  # two parts do round
+    assert x3.dtype == x2.dtype == torch.float32
+    with pytest.raises(ValueError, match="precision must be one of 'auto', 'dtype', 'bf16x3', 'bf16x2'"):
+        f(M, precision="bf16")
+    with pytest.raises(ValueError, match="dtype=torch.float32"):
+        f(M, precision="bf16x3", dtype=torch.float64)
+
+
 def test_registry() -> None:
     assert LINK_PREDICTORS.names() == ["ch2_l3n", "ch2_l3p", "ch3_l3n", "ch3_l3p"]
     assert LINK_PREDICTORS.get("ch3_l3p") is ch3_l3p

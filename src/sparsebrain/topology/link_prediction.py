@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..registry import Registry
 
-__all__ = ["LINK_PREDICTORS", "ch2_l3n", "ch2_l3p", "ch3_l3n", "ch3_l3p"]
+__all__ = ["LINK_PREDICTORS", "PRECISIONS", "ch2_l3n", "ch2_l3p", "ch3_l3n", "ch3_l3p"]
 
 LINK_PREDICTORS: Registry[Callable[[Tensor], Tensor]] = Registry("link predictor")
 
@@ -72,35 +72,135 @@ def _node_weights_(C: Tensor, k: Tensor, ch2: bool) -> Tensor:
     return C
 
 
-def _l3n(mask: Tensor, ch2: bool, dtype: torch.dtype) -> Tensor:
+PRECISIONS = ("auto", "dtype", "bf16x3", "bf16x2")
+_BF16_TERMS = {"bf16x3": 3, "bf16x2": 2}
+_DEFAULT_TILE_ELEMS = 1 << 22  # L3n: entries of the largest temporary (count or product tile) per GEMM
+
+
+def _bf16_gemm_to_fp32_native(device: torch.device) -> bool:
+    """Whether torch multiplies bf16 matrices into fp32 results on ``device`` (``aten::mm.dtype``, CUDA)."""
+    return device.type == "cuda" and "dtype" in torch.ops.aten.mm.overloads()
+
+
+def _resolve_precision(precision: str, dtype: torch.dtype, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}; got {precision!r}")
+    if precision != "auto":
+        if precision != "dtype" and dtype != torch.float32:
+            raise ValueError(f"precision={precision!r} computes float32 scores; pass dtype=torch.float32 (got {dtype})")
+        return precision
+    return "bf16x3" if dtype == torch.float32 and _bf16_gemm_to_fp32_native(device) else "dtype"
+
+
+def _mm_into(out: Tensor, a: Tensor, b: Tensor, accumulate: bool) -> None:
+    """``out (+)= a @ b`` with ``out`` in float32 or ``a``'s dtype; bf16 operands accumulate in float32.
+
+    On CUDA the bf16 product runs on the tensor cores straight into float32 (``aten::mm.dtype``); elsewhere it is
+    emulated with float32 GEMMs on the same bf16 values (same products, same float32 sums up to their order).
+    """
+    if a.dtype == out.dtype:
+        if accumulate:
+            out.addmm_(a, b)
+        else:
+            torch.mm(a, b, out=out)
+        return
+    if _bf16_gemm_to_fp32_native(a.device):
+        if accumulate:
+            torch.ops.aten.addmm.dtype_out(out, a, b, out.dtype, out=out)
+        else:
+            torch.ops.aten.mm.dtype_out(a, b, out.dtype, out=out)
+        return
+    a32, b32 = a.to(out.dtype), b.to(out.dtype)
+    if accumulate:
+        out.addmm_(a32, b32)
+    else:
+        torch.mm(a32, b32, out=out)
+
+
+def _split_mm_into(out: Tensor, w: Tensor, m: Tensor, terms: int, w_on_left: bool) -> None:
+    """``out += w @ m`` (or ``m @ w``) for float32 ``w`` split into ``terms`` bf16 parts ``w = w1 + w2 + ...``.
+
+    Each part holds the next 8 significant bits of what the earlier ones left out (exact float32 subtractions), so
+    three parts carry every bit of a float32 ``w`` and two about 16; ``w`` is consumed. ``terms == 0``: ``w`` is
+    used as it is.
+    """
+    if terms == 0:
+        _mm_into(out, w, m, True) if w_on_left else _mm_into(out, m, w, True)
+        return
+    for t in range(terms):
+        part = w.to(torch.bfloat16)
+        _mm_into(out, part, m, True) if w_on_left else _mm_into(out, m, part, True)
+        if t + 1 < terms:
+            w.sub_(part)
+        del part
+
+
+def _l3n(
+    mask: Tensor, ch2: bool, dtype: torch.dtype, precision: str = "auto", tile_elems: int = _DEFAULT_TILE_ELEMS
+) -> Tensor:
     M = _as_mask(mask)
     _check_dtype(dtype)
-    Mf = M.to(dtype)  # (out, in)
-    k_out, k_in = Mf.sum(1), Mf.sum(0)
-    # Output-side intermediates z in N(i): A[u, z] = f(|N(u) & N(z)|, deg z).
-    A = _node_weights_(Mf @ Mf.T, k_out, ch2)  # (out, out)
-    S = A @ Mf  # (out, in): sum over z in N(i) of A[u, z]
-    del A
-    # Input-side intermediates z in N(u): B[i, z] = f(|N(i) & N(z)|, deg z); (B @ M^T)^T = M @ B^T.
-    B = _node_weights_(Mf.T @ Mf, k_in, ch2)  # (in, in)
-    S.addmm_(Mf, B.T)
-    del B
+    if isinstance(tile_elems, bool) or not isinstance(tile_elems, int) or tile_elems < 1:
+        raise ValueError(f"tile_elems must be an integer >= 1, got {tile_elems!r}")
+    precision = _resolve_precision(precision, dtype, M.device)
+    terms = _BF16_TERMS.get(precision, 0)
+    n_out, n_in = M.shape
+    # GEMM operand: 0/1 is exact in bf16, and its counts are exact in float32 accumulation up to 2^24
+    Mo = M.to(torch.bfloat16 if terms else dtype)
+    k_out, k_in = M.sum(1).to(dtype), M.sum(0).to(dtype)
+    S = torch.zeros(n_out, n_in, dtype=dtype, device=M.device)
+    if M.numel() == 0:
+        return S
+    # Tiles bound every temporary (a count tile and a product tile) to about tile_elems entries.
+    span = max(n_out, n_in)
+    step = max(1, tile_elems // span)
+    # Output-side intermediates z in N(i): S[r] += A[r] @ M with A[r, z] = f(|N(r) & N(z)|, deg z), z an output.
+    for lo in range(0, n_out, step):
+        hi = min(lo + step, n_out)
+        C = torch.empty(hi - lo, n_out, dtype=dtype, device=M.device)
+        _mm_into(C, Mo[lo:hi], Mo.T, False)
+        _split_mm_into(S[lo:hi], _node_weights_(C, k_out, ch2), Mo, terms, w_on_left=True)
+        del C
+    # Input-side intermediates z in N(u): S[:, c] += M @ B[c]^T with B[c, z] = f(|N(c) & N(z)|, deg z), z an input.
+    for lo in range(0, n_in, step):
+        hi = min(lo + step, n_in)
+        C = torch.empty(hi - lo, n_in, dtype=dtype, device=M.device)
+        _mm_into(C, Mo[:, lo:hi].T, Mo, False)
+        prod = torch.zeros(n_out, hi - lo, dtype=dtype, device=M.device)  # S's column tile is not contiguous
+        _split_mm_into(prod, _node_weights_(C, k_in, ch2).T, Mo, terms, w_on_left=False)
+        del C
+        S[:, lo:hi] += prod
+        del prod
     return S.masked_fill_(M, 0)
 
 
-def ch2_l3n(mask: Tensor, *, dtype: torch.dtype = torch.float32) -> Tensor:
+def ch2_l3n(
+    mask: Tensor,
+    *,
+    dtype: torch.dtype = torch.float32,
+    precision: str = "auto",
+    tile_elems: int = _DEFAULT_TILE_ELEMS,
+) -> Tensor:
     """CH2-L3n node-based scores: ``sum`` over local-community nodes ``z`` of ``(1 + di(z)) / (1 + de(z))``.
 
-    Matrix form (dense GEMMs, ``O(out^2 in + in^2 out)`` time, ``O(out^2 + in^2)`` memory)::
+    Matrix form (dense GEMMs, ``O(out^2 in + in^2 out)`` time)::
 
         DD = M M^T, TT = M^T M, A = (DD + [DD > 0]) / (E_D + 1), B = (TT + [TT > 0]) / (E_T + 1)
         S = (A M + (B M^T)^T) * (1 - M)
 
-    Counts are exact in float32 up to 2^24 links per node pair.
+    computed in row tiles of ``A`` and ``B``, so that beyond the result and one copy of the mask as a GEMM operand
+    it holds about ``tile_elems`` entries at a time (``O(out in)`` memory in all). The counts ``DD``, ``TT`` are exact
+    (integers, summed in float32 up to 2^24 links per node pair).
 
     Args:
         mask: ``(out, in)`` mask, bool or numeric (nonzero = link), on any device.
         dtype: floating dtype of the computation and of the result.
+        precision: how the GEMMs run. ``"dtype"``: every operand in ``dtype``. ``"bf16x3"``: on the tensor cores,
+            the 0/1 mask in bf16 and ``A``, ``B`` as sums of three bf16 parts (every bit of their float32 values),
+            accumulated in float32: float32 results up to the order of the sums. ``"bf16x2"``: two parts (about 16
+            bits), faster. ``"auto"`` (default): ``"bf16x3"`` on CUDA for float32 (torch >= 2.8), else ``"dtype"``.
+            Off CUDA the bf16 variants are emulated with float32 GEMMs (for testing: same values, slower).
+        tile_elems: about the most entries of one temporary tile; lower saves memory, higher saves launches.
 
     Returns:
         ``(out, in)`` scores on ``mask``'s device, 0 at existing links.
@@ -110,20 +210,27 @@ def ch2_l3n(mask: Tensor, *, dtype: torch.dtype = torch.float32) -> Tensor:
         tensor([[0., 4.],
                 [0., 0.]])
     """
-    return _l3n(mask, ch2=True, dtype=dtype)
+    return _l3n(mask, ch2=True, dtype=dtype, precision=precision, tile_elems=tile_elems)
 
 
-def ch3_l3n(mask: Tensor, *, dtype: torch.dtype = torch.float32) -> Tensor:
+def ch3_l3n(
+    mask: Tensor,
+    *,
+    dtype: torch.dtype = torch.float32,
+    precision: str = "auto",
+    tile_elems: int = _DEFAULT_TILE_ELEMS,
+) -> Tensor:
     """CH3-L3n node-based scores: ``sum`` over local-community nodes ``z`` of ``1 / (1 + de(z))``.
 
-    Same matrix form and cost as :func:`ch2_l3n` with ``A = [DD > 0] / (E_D + 1)``, ``B = [TT > 0] / (E_T + 1)``.
+    Same matrix form, tiles, cost and arguments as :func:`ch2_l3n` with ``A = [DD > 0] / (E_D + 1)``,
+    ``B = [TT > 0] / (E_T + 1)``.
 
     Example:
         >>> ch3_l3n(torch.tensor([[1, 0], [1, 1]], dtype=torch.bool))
         tensor([[0., 2.],
                 [0., 0.]])
     """
-    return _l3n(mask, ch2=False, dtype=dtype)
+    return _l3n(mask, ch2=False, dtype=dtype, precision=precision, tile_elems=tile_elems)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
