@@ -116,10 +116,10 @@ def main() -> None:
         ref = ch2_l3n(M, dtype=torch.float64)
         bf16_layer_bytes = n_out * n_in * 2
         impls: dict[str, Callable[[], Tensor]] = {
-            "authors_fp32": lambda: authors_ch2_l3n(M),
-            "sparsebrain_bf16x3": lambda: ch2_l3n(M, precision="bf16x3"),
-            "sparsebrain_bf16x2": lambda: ch2_l3n(M, precision="bf16x2"),
-            "sparsebrain_fp32": lambda: ch2_l3n(M, precision="dtype"),
+            "authors_fp32": lambda M=M: authors_ch2_l3n(M),
+            "sparsebrain_bf16x3": lambda M=M: ch2_l3n(M, precision="bf16x3"),
+            "sparsebrain_bf16x2": lambda M=M: ch2_l3n(M, precision="bf16x2"),
+            "sparsebrain_fp32": lambda M=M: ch2_l3n(M, precision="dtype"),
         }
         if device.type != "cuda":  # the bf16 variants are emulated off CUDA: not a measurement of anything
             impls = {k: v for k, v in impls.items() if not k.endswith(("bf16x3", "bf16x2"))}
