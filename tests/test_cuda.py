@@ -40,7 +40,7 @@ def test_ch2_l3n_close_with_tf32_allowed() -> None:
 
 
 @pytest.mark.parametrize("name", ["ch2_l3n", "ch3_l3n"])
-@pytest.mark.parametrize(("precision", "rtol"), [("auto", 2e-6), ("bf16x3", 2e-6), ("bf16x2", 1e-4), ("dtype", 2e-6)])
+@pytest.mark.parametrize(("precision", "rtol"), [("auto", 2e-6), ("bf16x3", 2e-6), ("bf16x2", 1e-4), ("dtype", 1e-5)])
 def test_l3n_tensor_core_precisions_match_float64(name: str, precision: str, rtol: float) -> None:
     """bf16 tensor-core GEMMs into float32: exact counts (degrees up to 3600 here) and float32-level scores."""
     g = torch.Generator().manual_seed(2)
@@ -97,5 +97,5 @@ def test_nm_methods_on_cuda_keep_valid_patterns(method: str) -> None:
     for layer in sp.layers.values():
         assert layer.mask.device.type == "cuda"
         assert sb.topology.is_transposable(layer.mask, n, m)
-        if not sp.config.ste:
+        if not layer.dense_master_weights:  # STE trains every weight; the masked storage zeroes off-mask ones
             assert torch.count_nonzero(layer.weight[~layer.mask]) == 0

@@ -192,3 +192,95 @@ def test_cuda_tensors_and_generator() -> None:
     assert frechet_scores(w, 2.0, generator=g).device.type == "cuda"
     for m in (weighted_sample_without_replacement(w, 995, generator=g), uniform_scaled_topk(w, 995, generator=g)):
         assert m.device.type == "cuda" and int(m.sum()) == 995 and bool(m[10:].all())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Selection on the candidates alone, against the full-array selection it replaced
+
+
+def _full_array_regrowth(scores, candidates, k, sampling, generator):  # type: ignore[no-untyped-def]
+    """The earlier selection: keys at every position (non-candidates -inf), one top-k over the whole array."""
+    from sparsebrain.topology.sampling import regrowth_keys
+
+    k = min(k, int(candidates.sum()))
+    s = torch.nan_to_num(scores.float(), nan=0.0).clamp_min(0.0)
+    pos_key = regrowth_keys(s, sampling, generator).clamp_min(torch.finfo(torch.float32).tiny)
+    fill = -torch.rand(s.shape, generator=generator)
+    key = torch.where(candidates & (s > 0), pos_key, torch.where(candidates, fill, torch.full_like(s, -torch.inf)))
+    out = torch.zeros(s.numel(), dtype=torch.bool)
+    out[torch.topk(key.reshape(-1), k).indices] = True
+    return out.view_as(s) & candidates
+
+
+@pytest.mark.parametrize("sampling", ["topk", "multinomial", "uniform"])
+def test_regrowth_on_candidates_equals_the_full_array_selection(sampling: str) -> None:
+    from sparsebrain.topology.sampling import select_regrowth
+
+    g = torch.Generator().manual_seed(3)
+    scores = torch.rand(60, 70, generator=g) * (torch.rand(60, 70, generator=g) < 0.7)  # zeros: uniform fill
+    candidates = torch.rand(60, 70, generator=g) < 0.6
+    for k in (1, 500, 2000, 5000):  # the last asks for more than the candidates
+        got = select_regrowth(scores, candidates, k, sampling, torch.Generator().manual_seed(k))
+        ref = _full_array_regrowth(scores, candidates, k, sampling, torch.Generator().manual_seed(k))
+        assert torch.equal(got, ref), k
+
+
+def test_regrowth_with_tied_scores_takes_an_equal_multiset() -> None:
+    from sparsebrain.topology.sampling import select_regrowth
+
+    g = torch.Generator().manual_seed(4)
+    scores = torch.randint(1, 5, (50, 50), generator=g).float()  # four values: ties at the k-th everywhere
+    candidates = torch.rand(50, 50, generator=g) < 0.5
+    got = select_regrowth(scores, candidates, 700, "topk", None)
+    ref = _full_array_regrowth(scores, candidates, 700, "topk", None)
+    assert int(got.sum()) == int(ref.sum()) == 700 and bool((got & ~candidates).sum() == 0)
+    assert torch.equal(scores[got].sort().values, scores[ref].sort().values)
+
+
+@pytest.mark.parametrize("k", [0, 1, 7, 25, 39, 40, 41])
+def test_keep_top_keeps_or_drops_on_the_active_entries(k: int) -> None:
+    from sparsebrain.topology.sampling import keep_top
+
+    g = torch.Generator().manual_seed(k)
+    scores = torch.randn(8, 10, generator=g)
+    scores[0, 0] = float("nan")
+    active = torch.rand(8, 10, generator=g) < 0.5
+    n = int(active.sum())
+    got = keep_top(scores, active, k)
+    key = torch.nan_to_num(scores, nan=-torch.inf).masked_fill(~active, -torch.inf).reshape(-1)
+    ref = torch.zeros(80, dtype=torch.bool)
+    ref[torch.topk(key, min(k, 80)).indices] = True
+    ref = ref.view(8, 10) & active
+    assert torch.equal(got, ref) and int(got.sum()) == min(k, n)
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_top_indices_prefilter_equals_topk(monkeypatch, largest: bool) -> None:
+    """The sampled-threshold prefilter (CUDA's path for large selections) picks the same set as torch.topk."""
+    import sparsebrain.topology.sampling as sampling
+
+    monkeypatch.setattr(sampling, "_PREFILTER_MIN_N", 1000)
+    monkeypatch.setattr(sampling, "_PREFILTER_MIN_K", 10)
+    monkeypatch.setattr(sampling, "_PREFILTER_SAMPLE", 256)
+    monkeypatch.setattr(sampling, "_prefilter_here", lambda values: True)
+    g = torch.Generator().manual_seed(5)
+    values = torch.randn(50_000, generator=g)
+    for k in (10, 300, 9_000, 24_999, 30_000):  # the last is over half: plain top-k
+        got = sampling.top_indices(values, k, largest=largest)
+        ref = torch.topk(values, k, largest=largest).indices
+        assert got.numel() == k and torch.equal(got.sort().values, ref.sort().values), k
+    skewed = torch.cat([torch.zeros(40_000), torch.randn(10_000, generator=g)])  # a sample that misjudges: fallback
+    got = sampling.top_indices(skewed, 5_000, largest=largest)
+    ref = torch.topk(skewed, 5_000, largest=largest).indices
+    assert torch.equal(skewed[got].sort().values, skewed[ref].sort().values)
+
+
+def test_frechet_where_equals_the_masked_weights() -> None:
+    g = torch.Generator().manual_seed(6)
+    w = torch.rand(30, 40, generator=g)
+    where = torch.rand(30, 40, generator=g) < 0.3
+    full = frechet_scores(w * where, 1.7, torch.Generator().manual_seed(1))
+    only = frechet_scores(w, 1.7, torch.Generator().manual_seed(1), where=where)
+    assert torch.equal(full, only)
+    with pytest.raises(ValueError, match="where must have the shape"):
+        frechet_scores(w, 1.0, where=where[:2])

@@ -69,10 +69,11 @@ def mest(layer: LayerView, ctx: UpdateContext) -> Tensor:
 @register_removal("soft_magnitude")
 def soft_magnitude(layer: LayerView, ctx: UpdateContext) -> Tensor:
     """CHTs soft removal: keep links sampled without replacement with probability proportional to |w|^T."""
-    return frechet_scores(layer.weight.abs().float() * layer.mask, ctx.temperature, ctx.generator)
+    return frechet_scores(layer.weight.abs().float(), ctx.temperature, ctx.generator, where=layer.mask)
 
 
 @register_removal("soft_ri")
 def soft_ri(layer: LayerView, ctx: UpdateContext) -> Tensor:
     """CHTs soft removal on relative importance: probability proportional to RI^T."""
-    return frechet_scores(relative_importance(layer.weight, layer.mask), ctx.temperature, ctx.generator)
+    ri = relative_importance(layer.weight, layer.mask)
+    return frechet_scores(ri, ctx.temperature, ctx.generator, where=layer.mask)

@@ -74,7 +74,8 @@ def _node_weights_(C: Tensor, k: Tensor, ch2: bool) -> Tensor:
 
 PRECISIONS = ("auto", "dtype", "bf16x3", "bf16x2")
 _BF16_TERMS = {"bf16x3": 3, "bf16x2": 2}
-_DEFAULT_TILE_ELEMS = 1 << 22  # L3n: entries of the largest temporary (count or product tile) per GEMM
+_DEFAULT_TILE_ELEMS = 1 << 24  # L3n: entries of the largest temporary (count or product tile) per GEMM
+_TILE_ALIGN = 64  # L3n: tile edges, in elements
 
 
 def _bf16_gemm_to_fp32_native(device: torch.device) -> bool:
@@ -151,9 +152,13 @@ def _l3n(
     S = torch.zeros(n_out, n_in, dtype=dtype, device=M.device)
     if M.numel() == 0:
         return S
-    # Tiles bound every temporary (a count tile and a product tile) to about tile_elems entries.
+    # Tiles bound every temporary (a count tile and a product tile) to about tile_elems entries. Tile edges fall on
+    # multiples of 64 elements where they can: a column tile's first element then lies on a 128-byte boundary, which
+    # the tensor-core GEMMs need (a misaligned operand sends cuBLAS to slower kernels, or to an aligned copy).
     span = max(n_out, n_in)
     step = max(1, tile_elems // span)
+    if step > _TILE_ALIGN:
+        step -= step % _TILE_ALIGN
     # Output-side intermediates z in N(i): S[r] += A[r] @ M with A[r, z] = f(|N(r) & N(z)|, deg z), z an output.
     for lo in range(0, n_out, step):
         hi = min(lo + step, n_out)

@@ -27,6 +27,7 @@ __all__ = [
     "keep_top",
     "regrowth_keys",
     "select_regrowth",
+    "top_indices",
     "topk_mask",
     "uniform_scaled_topk",
     "weighted_sample_without_replacement",
@@ -62,9 +63,14 @@ def _check_k(k: int, numel: int) -> int:
     return k_int
 
 
-def _uniform_open(like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """U(0, 1) of ``like``'s shape, dtype and device, clamped away from 0 and 1 so that ``ln(-ln U)`` is finite."""
+def _uniform_open(like: Tensor, generator: torch.Generator | None, index: Tensor | None = None) -> Tensor:
+    """U(0, 1) of ``like``'s shape, dtype and device, clamped away from 0 and 1 so that ``ln(-ln U)`` is finite.
+
+    With ``index``: drawn for every position all the same, and returned at the flat positions ``index`` only.
+    """
     U = torch.rand(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+    if index is not None:
+        U = U.reshape(-1)[index]
     info = torch.finfo(like.dtype)
     return U.clamp_(min=info.tiny, max=1.0 - info.eps / 2)  # 1 - eps/2 is the largest float below 1
 
@@ -77,7 +83,13 @@ def _frechet_log_keys(w: Tensor, T: float, U: Tensor) -> Tensor:
     return w.log().mul_(T).sub_(U.log().neg_().log_())
 
 
-def frechet_scores(weights: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+def frechet_scores(
+    weights: Tensor,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    *,
+    where: Tensor | None = None,
+) -> Tensor:
     """Frechet keys ``w * (-ln U)^(-1/T)``, ``U ~ U(0, 1)``: their top-k is a sample of ``k`` elements without
     replacement with probability proportional to ``w^T``.
 
@@ -89,6 +101,8 @@ def frechet_scores(weights: Tensor, temperature: float = 1.0, generator: torch.G
         weights: non-negative tensor of any shape and size, on any device.
         temperature: ``T > 0``.
         generator: source of ``U``, on ``weights``' device.
+        where: optional bool tensor of ``weights``' shape: keys are computed only there and are 0 elsewhere, from the
+            same draws (the result equals ``frechet_scores(weights * where)``, with less work when ``where`` is sparse).
 
     Returns:
         Scores of ``weights``' shape.
@@ -99,10 +113,19 @@ def frechet_scores(weights: Tensor, temperature: float = 1.0, generator: torch.G
         >>> bool(s[0] == 0) and bool((s[1:] > 0).all())
         True
     """
-    w = _check_nonnegative(weights, "weights")
     T = _check_temperature(temperature)
-    U = _uniform_open(w, generator)
-    return _frechet_log_keys(w, T, U).div_(T).exp_()
+    if where is None:
+        w = _check_nonnegative(weights, "weights")
+        U = _uniform_open(w, generator)
+        return _frechet_log_keys(w, T, U).div_(T).exp_()
+    if where.shape != weights.shape:
+        raise ValueError(f"where must have the shape of weights {tuple(weights.shape)}, got {tuple(where.shape)}")
+    idx = _active_index(where)
+    w = _check_nonnegative(weights.reshape(-1)[idx], "weights")
+    U = _uniform_open(weights if weights.dtype == w.dtype else weights.to(w.dtype), generator, idx)
+    out = torch.zeros(weights.numel(), dtype=w.dtype, device=w.device)
+    out[idx] = _frechet_log_keys(w, T, U).div_(T).exp_()
+    return out.view(weights.shape)
 
 
 def topk_mask(key: Tensor, k: int) -> Tensor:
@@ -114,20 +137,104 @@ def topk_mask(key: Tensor, k: int) -> Tensor:
     """
     out = torch.zeros(key.numel(), dtype=torch.bool, device=key.device)
     if k > 0:
-        idx = torch.topk(key.reshape(-1), k, sorted=False).indices
-        out[idx] = True
+        out[top_indices(key.reshape(-1), k)] = True
     return out.view_as(key)
+
+
+# Large selections on CUDA first keep the entries above a threshold estimated from a sample, then select exactly
+# among those: torch.topk's radix select costs several passes over the whole input, a comparison costs one.
+_PREFILTER_MIN_N = 1 << 22
+_PREFILTER_MIN_K = 1 << 16
+_PREFILTER_SAMPLE = 1 << 20
+
+
+def _prefilter_here(values: Tensor) -> bool:
+    return values.device.type == "cuda"
+
+
+def top_indices(values: Tensor, k: int, largest: bool = True) -> Tensor:
+    """Indices of ``k`` largest (or smallest) entries of the 1-D ``values``, in no particular order.
+
+    The same set as ``torch.topk(values, k, largest=largest).indices`` up to the choice among entries tied with the
+    k-th. On CUDA, for large ``values`` and ``k``, the entries beyond a threshold estimated from a strided sample are
+    kept first (one comparison pass; two host syncs) and the exact selection runs on those; if the estimate keeps
+    fewer than ``k`` (improbable: the sample's quantile has a safety margin) the plain selection runs instead.
+
+    Example:
+        >>> sorted(top_indices(torch.tensor([0.5, 2.0, 1.0, -1.0]), 2).tolist())
+        [1, 2]
+    """
+    n = values.numel()
+    if k <= 0:
+        return torch.zeros(0, dtype=torch.long, device=values.device)
+    if not _prefilter_here(values) or n < _PREFILTER_MIN_N or k < _PREFILTER_MIN_K or k > n // 2:
+        return torch.topk(values, k, largest=largest, sorted=False).indices
+    stride = max(1, n // _PREFILTER_SAMPLE)
+    sample = values[::stride]
+    m = sample.numel()
+    q = k / n  # the share to select; the sample's quantile gets a margin of 4 binomial standard deviations
+    k_s = min(m, math.ceil(m * q + 4.0 * math.sqrt(m * q * (1.0 - q)) + 16))
+    bound = torch.topk(sample, k_s, largest=largest, sorted=False).values
+    beyond = values >= bound.min() if largest else values <= bound.max()
+    count = int(beyond.sum())
+    if count < k or count > n // 2:
+        return torch.topk(values, k, largest=largest, sorted=False).indices
+    kept = beyond.nonzero_static(size=count).squeeze(1) if hasattr(beyond, "nonzero_static") else beyond.nonzero()
+    kept = kept.reshape(-1)
+    sub = values[kept]
+    if count - k < k:  # drop the extras rather than select the many
+        drop = torch.topk(sub, count - k, largest=not largest, sorted=False).indices
+        keep = torch.ones(count, dtype=torch.bool, device=values.device)
+        keep[drop] = False
+        return kept[keep]
+    return kept[torch.topk(sub, k, largest=largest, sorted=False).indices]
+
+
+def _active_index(active: Tensor) -> Tensor:
+    """Flat indices of the True entries of ``active``, in order."""
+    return active.reshape(-1).nonzero().squeeze(1)
 
 
 def keep_top(scores: Tensor, active: Tensor, k: int) -> Tensor:
     """The ``k`` active positions with the largest ``scores`` (NaN scores count as lowest).
 
+    Works on the active entries alone: of ``n`` active, it keeps the ``k`` largest or drops the ``n - k`` smallest,
+    whichever selection is smaller.
+
     Example:
         >>> keep_top(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([True, True, False]), 1).tolist()
         [True, False, False]
     """
-    key = torch.nan_to_num(scores.float(), nan=-torch.inf).masked_fill(~active, -torch.inf)
-    return topk_mask(key, k) & active
+    idx = _active_index(active)
+    n = idx.numel()
+    if k >= n:
+        return active.clone()
+    key = torch.nan_to_num(scores.reshape(-1)[idx].float(), nan=-torch.inf)
+    out = torch.zeros(active.numel(), dtype=torch.bool, device=active.device)
+    if k <= 0:
+        return out.view_as(active)
+    if n - k < k:
+        out[idx] = True
+        out[idx[top_indices(key, n - k, largest=False)]] = False
+    else:
+        out[idx[top_indices(key, k)]] = True
+    return out.view_as(active)
+
+
+def _keys(scores: Tensor, sampling: str, U: Tensor | None, temperature: float) -> Tensor:
+    """:func:`regrowth_keys` from given uniforms ``U`` (of ``scores``' shape; None for ``"topk"``)."""
+    if sampling == "topk":
+        return scores
+    if sampling == "multinomial":
+        info = torch.finfo(U.dtype)  # type: ignore[union-attr]
+        U = U.clamp(min=info.tiny, max=1.0 - info.eps / 2)  # type: ignore[union-attr]
+        return _frechet_log_keys(scores, temperature, U).div_(temperature).exp_()
+    return scores * U  # "uniform"
+
+
+def _check_sampling(sampling: str) -> None:
+    if sampling not in ("topk", "multinomial", "uniform"):
+        raise ValueError(f"regrowth_sampling must be one of 'topk', 'multinomial', 'uniform'; got {sampling!r}")
 
 
 def regrowth_keys(
@@ -144,13 +251,11 @@ def regrowth_keys(
         >>> regrowth_keys(torch.tensor([0.0, 2.0]), "topk", None)
         tensor([0., 2.])
     """
-    if sampling == "topk":
-        return scores
-    if sampling == "multinomial":
-        return frechet_scores(scores, temperature, generator)
-    if sampling == "uniform":
-        return scores * torch.rand(scores.shape, generator=generator, device=scores.device)
-    raise ValueError(f"regrowth_sampling must be one of 'topk', 'multinomial', 'uniform'; got {sampling!r}")
+    _check_sampling(sampling)
+    U = None if sampling == "topk" else torch.rand(scores.shape, generator=generator, device=scores.device)
+    if U is not None and scores.dtype == torch.float64:
+        U = U.double()
+    return _keys(scores, sampling, U, temperature)
 
 
 def select_regrowth(
@@ -168,7 +273,8 @@ def select_regrowth(
     ``score^temperature``; done with the Gumbel top-k trick so matrices over 2^24 entries work) or ``"uniform"``
     (top-k of score * U[0, 1], the CHTs24 soft rule). Candidates with a positive score always come before zero-score
     ones; when fewer than ``k`` have a positive score the rest are drawn uniformly among the zero-score candidates
-    (the papers add a tiny constant to all non-links for the same purpose).
+    (the papers add a tiny constant to all non-links for the same purpose). The keys are computed on the candidates
+    alone, from uniforms drawn for every position (so the draws do not depend on where the candidates are).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -176,18 +282,25 @@ def select_regrowth(
         >>> pick.tolist()
         [True, True, False]
     """
-    k = min(k, int(candidates.sum()))
+    _check_sampling(sampling)
+    idx = _active_index(candidates)
+    k = min(k, idx.numel())
     if k <= 0:
         return torch.zeros_like(candidates)
-    s = torch.nan_to_num(scores.float(), nan=0.0, posinf=torch.finfo(torch.float32).max).clamp_min(0.0)
-    positive = candidates & (s > 0)
-    pos_key = regrowth_keys(s, sampling, generator, temperature=temperature)
+    s = scores.reshape(-1)[idx].float()
+    s = torch.nan_to_num(s, nan=0.0, posinf=torch.finfo(torch.float32).max).clamp_min_(0.0)
+
+    def uniforms() -> Tensor:
+        return torch.rand(scores.shape, generator=generator, device=scores.device).reshape(-1)[idx]
+
+    pos_key = _keys(s, sampling, None if sampling == "topk" else uniforms(), temperature)
     # Positive-score candidates get keys > 0 (clamped in case a perturbed key underflowed to 0); zero-score
-    # candidates get random keys in (-1, 0]; everything else -inf.
+    # candidates get random keys in (-1, 0].
     pos_key = pos_key.clamp_min(torch.finfo(torch.float32).tiny)
-    fill = -torch.rand(s.shape, generator=generator, device=s.device)
-    key = torch.where(positive, pos_key, torch.where(candidates, fill, torch.full_like(s, -torch.inf)))
-    return topk_mask(key, k) & candidates
+    key = torch.where(s > 0, pos_key, uniforms().neg_())
+    out = torch.zeros(candidates.numel(), dtype=torch.bool, device=candidates.device)
+    out[idx[top_indices(key, k)]] = True
+    return out.view_as(candidates)
 
 
 def weighted_sample_without_replacement(
