@@ -396,8 +396,9 @@ class DynamicSparsifier:
         cfg = self.config
         self.strategy.check(self.layers)
         weights = {n: self.strategy.full(m.dense_weight()) for n, m in self.layers.items()}  # what the rules see
-        for name, weight in weights.items():
-            if not torch.isfinite(weight).all():
+        finite = torch.stack([torch.isfinite(w).all() for w in weights.values()]).tolist() if weights else []
+        for name, ok in zip(weights, finite):
+            if not ok:
                 raise FloatingPointError(
                     f"non-finite (NaN or inf) weights in sparse layer {name!r} at step {step}; "
                     "the topology was left unchanged"
@@ -435,7 +436,8 @@ class DynamicSparsifier:
             scores = self._regrowth(view(name, kept), c)
             candidate_scores = scores[~old[name]].float()  # statistics over all absent links
             if candidate_scores.numel():
-                score_stats[name] = (float(candidate_scores.mean()), float(candidate_scores.var(correction=0)))
+                var, mean = torch.var_mean(candidate_scores, correction=0)
+                score_stats[name] = tuple(torch.stack([mean, var]).tolist())  # one host sync
             request = Regrowth(
                 old=old[name],
                 kept=kept,
@@ -467,9 +469,12 @@ class DynamicSparsifier:
         """Makes ``masks`` the topology (as the strategy agrees), records the scores' statistics, counts the update."""
         masks = self.strategy.agree_masks(masks)
         kept: dict[str, dict[str, Tensor]] = {}
+        counts = {n: torch.stack([(old[n] & masks[n]).sum(), old[n].sum(), masks[n].sum()]) for n in self.layers}
+        if counts:  # one host sync for every layer
+            counts = dict(zip(counts, torch.stack(list(counts.values())).tolist()))
         for name, layer in self.layers.items():
-            stay = int((old[name] & masks[name]).sum())
-            self._last[name] = {"removed": int(old[name].sum()) - stay, "regrown": int(masks[name].sum()) - stay}
+            stay, before, after = counts[name]
+            self._last[name] = {"removed": before - stay, "regrown": after - stay}
             kept[name] = layer.rewire_(masks[name])
         self._reset_optimizer_state(kept)
         for name, (mean, var) in score_stats.items():
