@@ -136,6 +136,18 @@ def _split_mm_into(out: Tensor, w: Tensor, m: Tensor, terms: int, w_on_left: boo
         del part
 
 
+def _degrees(M: Tensor, rows: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Output and input degrees of the bool mask ``M``, summed ``rows`` rows at a time: a bool sum over the whole
+    mask may hold an int64 copy of it (8 bytes per entry, 4x the float32 scores)."""
+    k_out = torch.empty(M.shape[0], dtype=dtype, device=M.device)
+    k_in = torch.zeros(M.shape[1], dtype=dtype, device=M.device)
+    for lo in range(0, M.shape[0], rows):
+        tile = M[lo : lo + rows]
+        k_out[lo : lo + rows] = tile.sum(1)
+        k_in += tile.sum(0)
+    return k_out, k_in
+
+
 def _l3n(
     mask: Tensor, ch2: bool, dtype: torch.dtype, precision: str = "auto", tile_elems: int = _DEFAULT_TILE_ELEMS
 ) -> Tensor:
@@ -148,7 +160,6 @@ def _l3n(
     n_out, n_in = M.shape
     # GEMM operand: 0/1 is exact in bf16, and its counts are exact in float32 accumulation up to 2^24
     Mo = M.to(torch.bfloat16 if terms else dtype)
-    k_out, k_in = M.sum(1).to(dtype), M.sum(0).to(dtype)
     S = torch.zeros(n_out, n_in, dtype=dtype, device=M.device)
     if M.numel() == 0:
         return S
@@ -159,6 +170,7 @@ def _l3n(
     step = max(1, tile_elems // span)
     if step > _TILE_ALIGN:
         step -= step % _TILE_ALIGN
+    k_out, k_in = _degrees(M, step, dtype)
     # Output-side intermediates z in N(i): S[r] += A[r] @ M with A[r, z] = f(|N(r) & N(z)|, deg z), z an output.
     for lo in range(0, n_out, step):
         hi = min(lo + step, n_out)
