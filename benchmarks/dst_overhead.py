@@ -47,6 +47,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from _report import write_report
+from _timing import sync
 
 import sparsebrain as sb
 
@@ -62,11 +63,6 @@ SIZES: dict[str, dict[str, int] | str] = {
 TARGETS = {"window_ratio": 1.03, "peak_memory_ratio": 1.02, "syncs_no_update": 0}
 SYNC_WARNING = "synchronizing CUDA operation"  # what set_sync_debug_mode("warn") says
 WARMUP_STEPS = 10  # steps of the warm-up window before the sync count starts
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _free(device: torch.device) -> None:
@@ -167,7 +163,7 @@ def timed_window(run: Run, steps: int) -> dict[str, Any]:
     device, cuda = run.device, run.device.type == "cuda"
     events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)] if cuda else []
     stamps, updated, peaks = [], [], []
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     if cuda:
         events[0].record()
@@ -180,7 +176,7 @@ def timed_window(run: Run, steps: int) -> dict[str, Any]:
             events[i + 1].record()
         else:
             stamps.append(time.perf_counter())
-    _sync(device)
+    sync(device)
     wall = time.perf_counter() - t0
     if cuda:
         step_times = [events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(steps)]
@@ -208,7 +204,7 @@ def measure(size: str, method: str, density: float | None, args: argparse.Namesp
     _free(device)
     t_setup = time.perf_counter()
     run = Run(size, method, density, args, device)
-    _sync(device)
+    sync(device)
     setup_seconds = time.perf_counter() - t_setup
     dynamic = run.sp is not None
     n = args.steps

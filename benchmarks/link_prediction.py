@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from _report import write_report
+from _timing import sync, timed
 from torch import Tensor
 
 from sparsebrain.topology.link_prediction import ch2_l3n
@@ -47,29 +47,16 @@ def authors_ch2_l3n(M: Tensor) -> Tensor:
     return S * (1 - Mf)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(fn: Callable[[], Tensor], device: torch.device, repeats: int) -> tuple[list[float], int | None, Tensor]:
     """Times ``fn`` (after one warm-up call) and the peak memory one call adds; returns the last result too."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-        del out
+    times = timed(fn, device, repeats, warmup=True)
     peak = None
     if device.type == "cuda":
         torch.cuda.empty_cache()
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         out = fn()
-        _sync(device)
+        sync(device)
         peak = torch.cuda.max_memory_allocated(device) - base
     else:
         out = fn()

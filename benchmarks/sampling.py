@@ -16,34 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from _report import write_report
+from _timing import timed
 from torch import Tensor
 
 from sparsebrain.topology.sampling import frechet_scores, keep_top, regrowth_keys, select_regrowth
 
 TARGET_MS = 5.0
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> list[float]:
-    fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
 
 
 def full_array_removal(w: Tensor, mask: Tensor, k: int, g: torch.Generator) -> Tensor:
@@ -101,7 +84,7 @@ def main() -> None:
     }
     results = {}
     for name, fn in cases.items():
-        times = timed(fn, device, args.repeats)
+        times = [t * 1e3 for t in timed(fn, device, args.repeats, warmup=True)]
         row = {"ms_median": statistics.median(times), "ms_all": times}
         if not name.startswith("full_array"):
             row["target_ms"] = TARGET_MS

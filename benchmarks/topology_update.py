@@ -16,33 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from _report import write_report
+from _timing import timed
 
 import sparsebrain as sb
 from sparsebrain.dst.context import LayerView, UpdateContext
 from sparsebrain.dst.regrowth import REGROWTHS
 
 RULES = ["random", "gradient", "ch2_l3n", "ch3_l3n", "ch2_l3p", "ch3_l3p"]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def _setup(shape: tuple[int, int], density: float, rule: str, device: torch.device, seed: int):  # type: ignore[no-untyped-def]
@@ -92,8 +76,8 @@ def bench(  # type: ignore[type-arg]
     if warmup:  # allocator and kernel start-up; skipped for the slow path-based rules, where it is negligible
         score_only()
         one_step()
-    score_times = _timed(score_only, device, repeats)
-    update_times = _timed(one_step, device, repeats)
+    score_times = timed(score_only, device, repeats)
+    update_times = timed(one_step, device, repeats)
     links = int(layer.mask.sum())
     assert links == round(density * layer.mask.numel()), "link count drifted"
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
