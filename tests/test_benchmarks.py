@@ -56,3 +56,36 @@ def test_dst_overhead_refuses_a_run_too_long_for_its_schedules(tmp_path: Path) -
     proc = subprocess.run([*cmd, "--out", str(tmp_path / "x.json")], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "--total-steps" in proc.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def _run(script: str, args: list[str], out: Path) -> dict:  # type: ignore[type-arg]
+    cmd = [sys.executable, f"benchmarks/{script}", "--device", "cpu", *args, "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["device"] and report["torch"] and report["source_sha256"] and "git_commit" in report
+    return report
+
+
+def test_link_prediction_benchmark_compares_with_the_authors_formula(tmp_path: Path) -> None:
+    report = _run("link_prediction.py", ["--shapes", "64x300,90x50", "--repeats", "1"], tmp_path / "lp.json")
+    assert [r["shape"] for r in report["results"]] == [[64, 300], [90, 50]]
+    for r in report["results"]:
+        rows = r["implementations"]
+        assert set(rows) == {"authors_fp32", "sparsebrain_fp32"}  # the bf16 variants only where they are real (CUDA)
+        assert rows["authors_fp32"]["speedup_vs_authors_fp32"] == 1.0
+        for row in rows.values():  # both agree with float64 to float32 rounding
+            assert 0 <= row["max_relative_error_vs_float64"] < 1e-5 and row["seconds_median"] > 0
+        target = rows["sparsebrain_fp32"]["targets"]["speedup_vs_authors_fp32"]
+        assert target["target"] == 5.0 and target["met"] == (target["measured"] >= 5.0)
+        assert r["counts_exact_bf16_tensor_cores"] is None and rows["sparsebrain_fp32"]["peak_added_bytes"] is None
+
+
+def test_sampling_benchmark_times_removal_and_regrowth_against_the_target(tmp_path: Path) -> None:
+    report = _run("sampling.py", ["--shape", "128", "256", "--repeats", "2"], tmp_path / "s.json")
+    settings = report["settings"]
+    assert settings["removed_links"] == round(0.1 * settings["active_links"]) > 0
+    for name, row in report["results"].items():
+        assert len(row["ms_all"]) == 2 and row["ms_median"] > 0
+        if not name.startswith("full_array"):
+            assert row["target_ms"] == 5.0 and row["met"] == (row["ms_median"] <= 5.0)
