@@ -99,3 +99,40 @@ def test_nm_methods_on_cuda_keep_valid_patterns(method: str) -> None:
         assert sb.topology.is_transposable(layer.mask, n, m)
         if not layer.dense_master_weights:  # STE trains every weight; the masked storage zeroes off-mask ones
             assert torch.count_nonzero(layer.weight[~layer.mask]) == 0
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_top_indices_prefilter_on_cuda_equals_topk(largest: bool) -> None:
+    """Large selections on CUDA take the sampled-threshold path; the set is torch.topk's."""
+    from sparsebrain.topology.sampling import top_indices
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    values = torch.rand(1 << 23, generator=g, device="cuda")
+    for k in (1 << 16, 1 << 20, 3_000_000):
+        got = top_indices(values, k, largest=largest)
+        ref = torch.topk(values, k, largest=largest).indices
+        assert got.numel() == k and torch.equal(got.sort().values, ref.sort().values), k
+
+
+def test_soft_selection_on_cuda_equals_the_full_array_selection() -> None:
+    """Removal and regrowth on the active entries (with the prefilter) pick what one top-k over all would."""
+    from sparsebrain.topology.sampling import keep_top, select_regrowth
+
+    g = torch.Generator(device="cuda").manual_seed(1)
+    mask = torch.rand(4096, 4096, generator=g, device="cuda") < 0.3  # over 2^22 active and candidates
+    scores = torch.rand(4096, 4096, generator=g, device="cuda")
+    n = int(mask.sum())
+    kept = keep_top(scores, mask, n - 200_000)
+    key = scores.masked_fill(~mask, -torch.inf).reshape(-1)
+    ref = torch.zeros(mask.numel(), dtype=torch.bool, device="cuda")
+    ref[torch.topk(key, n - 200_000).indices] = True
+    assert torch.equal(kept, ref.view_as(mask))
+    grown = select_regrowth(scores, ~mask, 200_000, "multinomial", torch.Generator(device="cuda").manual_seed(2))
+    assert int(grown.sum()) == 200_000 and not bool((grown & mask).any())
+    s = scores.reshape(-1)
+    U = torch.rand(mask.shape, generator=torch.Generator(device="cuda").manual_seed(2), device="cuda").reshape(-1)
+    U = U.clamp(min=torch.finfo(torch.float32).tiny, max=1 - 2**-25)
+    frechet = (s.log() - U.log().neg().log()).masked_fill(mask.reshape(-1), -torch.inf)  # same order as the keys
+    ref = torch.zeros(mask.numel(), dtype=torch.bool, device="cuda")
+    ref[torch.topk(frechet, 200_000).indices] = True
+    assert torch.equal(grown, ref.view_as(mask))
