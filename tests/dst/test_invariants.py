@@ -22,8 +22,9 @@ def test_preset_invariants_over_50_updates(method: str, optim: str, make_setup, 
     calls: list[tuple[torch.Tensor, torch.Tensor]] = []
     real_select = constraints.select_regrowth
 
-    def spy(scores, candidates, k, sampling, generator):  # type: ignore[no-untyped-def]
-        grown = real_select(scores, candidates, k, sampling, generator)
+    def spy(scores, candidates, k, sampling, generator, count=None):  # type: ignore[no-untyped-def]
+        assert count is None or count == int(candidates.sum())  # a count passed on is exact
+        grown = real_select(scores, candidates, k, sampling, generator, count=count)
         calls.append((candidates.clone(), grown.clone()))
         return grown
 

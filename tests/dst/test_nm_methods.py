@@ -73,8 +73,9 @@ def test_survivor_boost_keeps_as_many_survivors_as_any_pattern_allows(method: st
     seen: list[torch.Tensor] = []
     real_keep_top = engine.keep_top
 
-    def spy(scores, mask, k):  # type: ignore[no-untyped-def]
-        out = real_keep_top(scores, mask, k)
+    def spy(scores, mask, k, count=None):  # type: ignore[no-untyped-def]
+        assert count is None or count == int(mask.sum())  # a count passed on is exact
+        out = real_keep_top(scores, mask, k, count=count)
         seen.append(out.clone())
         return out
 

@@ -284,3 +284,14 @@ def test_frechet_where_equals_the_masked_weights() -> None:
     assert torch.equal(full, only)
     with pytest.raises(ValueError, match="where must have the shape"):
         frechet_scores(w, 1.0, where=where[:2])
+
+
+def test_true_indices_with_and_without_a_count() -> None:
+    from sparsebrain.topology.sampling import true_indices
+
+    g = torch.Generator().manual_seed(7)
+    mask = torch.rand(13, 17, generator=g) < 0.3
+    ref = mask.reshape(-1).nonzero().squeeze(1)
+    assert torch.equal(true_indices(mask), ref)
+    assert torch.equal(true_indices(mask, int(mask.sum())), ref)
+    assert true_indices(torch.zeros(3, 4, dtype=torch.bool), 0).numel() == 0

@@ -31,7 +31,7 @@ from ..topology.percolation import (
     layer_active_fraction,
     percolate,
 )
-from ..topology.sampling import keep_top
+from ..topology.sampling import keep_top, true_indices
 from .context import LayerView, UpdateContext
 from .distributed import Strategy, strategy_for
 from .methods import MethodConfig, resolve_method
@@ -59,6 +59,17 @@ def auto_junctions(model: nn.Module, layers: Mapping[str, SparseLayer]) -> list[
         for a, b in zip(names, names[1:])
         if layers[a].out_features == layers[b].in_features
     ]
+
+
+def _to_host(values: Mapping[str, Tensor]) -> dict[str, Any]:
+    """Each 0-d tensor of ``values`` as a Python number, in one host sync per device (layers may sit on several)."""
+    by_device: dict[torch.device, list[str]] = {}
+    for name, v in values.items():
+        by_device.setdefault(v.device, []).append(name)
+    out: dict[str, Any] = {}
+    for names in by_device.values():
+        out.update(zip(names, torch.stack([values[n] for n in names]).tolist()))
+    return {n: out[n] for n in values}
 
 
 class ScheduleError(ValueError):
@@ -396,8 +407,8 @@ class DynamicSparsifier:
         cfg = self.config
         self.strategy.check(self.layers)
         weights = {n: self.strategy.full(m.dense_weight()) for n, m in self.layers.items()}  # what the rules see
-        finite = torch.stack([torch.isfinite(w).all() for w in weights.values()]).tolist() if weights else []
-        for name, ok in zip(weights, finite):
+        finite = _to_host({n: torch.isfinite(w).all() for n, w in weights.items()})
+        for name, ok in finite.items():
             if not ok:
                 raise FloatingPointError(
                     f"non-finite (NaN or inf) weights in sparse layer {name!r} at step {step}; "
@@ -410,7 +421,10 @@ class DynamicSparsifier:
         targets = self._targets(self.scheduled_density(index))
         grads = {n: g for n, m in self.layers.items() if (g := self.strategy.dense_grad(n, m)) is not None}
         old = {n: m.topology().clone() for n, m in self.layers.items()}
-        score_stats: dict[str, tuple[float, float]] = {}
+        # Link counts are read once for every layer; after that the update knows them (selections are exact), so
+        # the selections below find their indices without a host sync.
+        old_links: dict[str, int] = _to_host({n: o.sum() for n, o in old.items()})
+        score_stats: dict[str, Tensor] = {}
 
         def ctx(name: str) -> UpdateContext:
             return UpdateContext(step, index, p, zeta, temperature, self._generator(old[name].device), cfg.options)
@@ -418,26 +432,29 @@ class DynamicSparsifier:
         def view(name: str, mask: Tensor) -> LayerView:
             return LayerView(name, self.layers[name], mask, grads.get(name), full_weight=weights[name])
 
-        def remove(name: str) -> Tensor:
-            """The links kept: pruned to the scheduled density first, then the zeta share by the removal rule."""
-            mask, n_active = old[name], int(old[name].sum())
+        def remove(name: str) -> tuple[Tensor, int]:
+            """The links kept and their number: pruned to the scheduled density first, then the zeta share by the
+            removal rule."""
+            mask, n_active = old[name], old_links[name]
             if n_active > targets[name]:  # the density schedule asks for fewer links
-                mask = keep_top(self._density_removal(view(name, mask), ctx(name)), mask, targets[name])
+                rule = self._density_removal(view(name, mask), ctx(name))
+                mask = keep_top(rule, mask, targets[name], count=n_active)
                 n_active = targets[name]
             n_remove = round(zeta * n_active) if self._regrowth is not None else 0
             if n_remove:
-                mask = keep_top(self._removal(view(name, mask), ctx(name)), mask, n_active - n_remove)
-            return mask
+                mask = keep_top(self._removal(view(name, mask), ctx(name)), mask, n_active - n_remove, count=n_active)
+            return mask, n_active - n_remove
 
-        def regrow(name: str, kept: Tensor, allowed: Tensor | None) -> Tensor:
-            if self._regrowth is None or not self.constraint.grows(kept, targets[name]):
+        def regrow(name: str, kept: Tensor, kept_links: int | None, allowed: Tensor | None) -> Tensor:
+            if self._regrowth is None or not self.constraint.grows(kept, targets[name], kept_links):
                 return kept
             c = ctx(name)
             scores = self._regrowth(view(name, kept), c)
-            candidate_scores = scores[~old[name]].float()  # statistics over all absent links
-            if candidate_scores.numel():
-                var, mean = torch.var_mean(candidate_scores, correction=0)
-                score_stats[name] = tuple(torch.stack([mean, var]).tolist())  # one host sync
+            n_absent = old[name].numel() - old_links[name]
+            if n_absent:  # statistics over all absent links, read in _commit's host sync
+                absent_scores = scores.reshape(-1)[true_indices(~old[name], n_absent)].float()
+                var, mean = torch.var_mean(absent_scores, correction=0)
+                score_stats[name] = torch.stack([mean, var])
             request = Regrowth(
                 old=old[name],
                 kept=kept,
@@ -448,36 +465,38 @@ class DynamicSparsifier:
                 allowed=allowed,
                 candidates=cfg.regrowth_candidates,
                 survivor_boost=cfg.survivor_boost,
+                old_links=old_links[name],
+                kept_links=kept_links,
             )
             return self.constraint.select(request)
 
         if self.junctions:  # percolation sees every layer: all removals come before any regrowth
-            kept, _ = percolate({n: remove(n) for n in self.layers}, self.junctions)
+            kept, _ = percolate({n: remove(n)[0] for n in self.layers}, self.junctions)
+            kept_links = _to_host({n: k.sum() for n, k in kept.items()})  # percolation cut an unknown number
             allowed = self._alive_positions(kept)
-            new = {n: regrow(n, kept[n], allowed.get(n)) for n in self.layers}
+            new = {n: regrow(n, kept[n], kept_links[n], allowed.get(n)) for n in self.layers}
         else:
-            new = {n: regrow(n, remove(n), None) for n in self.layers}
+            new = {n: regrow(n, *remove(n), None) for n in self.layers}
         self._commit(old, new, score_stats, index)
 
     def _commit(
         self,
         old: Mapping[str, Tensor],
         masks: Mapping[str, Tensor],
-        score_stats: Mapping[str, tuple[float, float]],
+        score_stats: Mapping[str, Tensor],
         index: int,
     ) -> None:
         """Makes ``masks`` the topology (as the strategy agrees), records the scores' statistics, counts the update."""
         masks = self.strategy.agree_masks(masks)
         kept: dict[str, dict[str, Tensor]] = {}
-        counts = {n: torch.stack([(old[n] & masks[n]).sum(), old[n].sum(), masks[n].sum()]) for n in self.layers}
-        if counts:  # one host sync for every layer
-            counts = dict(zip(counts, torch.stack(list(counts.values())).tolist()))
+        counts = _to_host({n: torch.stack([(old[n] & masks[n]).sum(), old[n].sum(), masks[n].sum()]) for n in old})
+        stats = _to_host(dict(score_stats))
         for name, layer in self.layers.items():
             stay, before, after = counts[name]
             self._last[name] = {"removed": before - stay, "regrown": after - stay}
             kept[name] = layer.rewire_(masks[name])
         self._reset_optimizer_state(kept)
-        for name, (mean, var) in score_stats.items():
+        for name, (mean, var) in stats.items():
             self._last[name].update(score_mean=mean, score_var=var)
         self._updates = index
 

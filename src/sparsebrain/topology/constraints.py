@@ -47,6 +47,8 @@ class Regrowth:
         allowed: positions percolation leaves regrowable (both endpoints alive), or None.
         candidates: ``"absent"`` or ``"after_removal"`` (see :data:`CANDIDATE_RULES`).
         survivor_boost: N:M: surviving links outrank every candidate.
+        old_links, kept_links: the numbers of links of ``old`` and ``kept``, when the caller knows them exactly (each
+            saves a host sync); None: counted here.
     """
 
     old: Tensor
@@ -58,6 +60,14 @@ class Regrowth:
     allowed: Tensor | None = None
     candidates: str = "absent"
     survivor_boost: bool = True
+    old_links: int | None = None
+    kept_links: int | None = None
+
+    def n_old(self) -> int:
+        return self.old_links if self.old_links is not None else int(self.old.sum())
+
+    def n_kept(self) -> int:
+        return self.kept_links if self.kept_links is not None else int(self.kept.sum())
 
 
 class Constraint:
@@ -81,8 +91,8 @@ class Constraint:
         """Arguments an initial topology of this constraint needs beyond ``(shape, density)``."""
         return {}
 
-    def grows(self, kept: Tensor, links: int) -> bool:
-        """Whether a layer that kept ``kept`` must regrow (and so score) at all."""
+    def grows(self, kept: Tensor, links: int, kept_links: int | None = None) -> bool:
+        """Whether a layer that kept ``kept`` (``kept_links`` links, if known) must regrow (and so score) at all."""
         raise NotImplementedError
 
     def select(self, r: Regrowth) -> Tensor:
@@ -100,28 +110,32 @@ class Unstructured(Constraint):
     picks also avoid neurons it cut (never revived, as in the papers), unless that leaves too few.
     """
 
-    def grows(self, kept: Tensor, links: int) -> bool:
-        return links - int(kept.sum()) > 0
+    def grows(self, kept: Tensor, links: int, kept_links: int | None = None) -> bool:
+        return links - (kept_links if kept_links is not None else int(kept.sum())) > 0
 
     def select(self, r: Regrowth) -> Tensor:
-        n_grow = r.links - int(r.kept.sum())
+        n_kept = r.n_kept()
+        n_grow = r.links - n_kept
         if n_grow <= 0:
             return r.kept
         absent = ~r.old
-        n_absent = int(absent.sum())
+        n_absent = r.old.numel() - r.n_old()
         if r.candidates == "after_removal":
-            grown = self._pick(r, ~r.kept, n_grow)
+            grown = self._pick(r, ~r.kept, n_grow, r.kept.numel() - n_kept)
         elif n_absent >= n_grow:
-            grown = self._pick(r, absent, n_grow)
+            grown = self._pick(r, absent, n_grow, n_absent)
         else:
-            grown = absent | self._pick(r, r.old & ~r.kept, n_grow - n_absent)
+            grown = absent | self._pick(r, r.old & ~r.kept, n_grow - n_absent, None)
         return r.kept | grown
 
     @staticmethod
-    def _pick(r: Regrowth, candidates: Tensor, k: int) -> Tensor:
-        if r.allowed is not None and int((candidates & r.allowed).sum()) >= k:
-            candidates = candidates & r.allowed
-        return select_regrowth(r.scores, candidates, k, r.sampling, r.generator)
+    def _pick(r: Regrowth, candidates: Tensor, k: int, count: int | None) -> Tensor:
+        if r.allowed is not None:
+            allowed = candidates & r.allowed
+            n_allowed = int(allowed.sum())
+            if n_allowed >= k:
+                candidates, count = allowed, n_allowed
+        return select_regrowth(r.scores, candidates, k, r.sampling, r.generator, count=count)
 
     def __repr__(self) -> str:
         return "Unstructured()"
@@ -159,7 +173,7 @@ class NM(Constraint):
     def init_kwargs(self) -> dict[str, Any]:
         return {"n": self.n, "m": self.m, "layout": self.layout}
 
-    def grows(self, kept: Tensor, links: int) -> bool:
+    def grows(self, kept: Tensor, links: int, kept_links: int | None = None) -> bool:
         return True  # every block takes its best pattern, whatever was removed
 
     def select(self, r: Regrowth) -> Tensor:

@@ -29,6 +29,7 @@ __all__ = [
     "select_regrowth",
     "top_indices",
     "topk_mask",
+    "true_indices",
     "uniform_scaled_topk",
     "weighted_sample_without_replacement",
 ]
@@ -120,7 +121,7 @@ def frechet_scores(
         return _frechet_log_keys(w, T, U).div_(T).exp_()
     if where.shape != weights.shape:
         raise ValueError(f"where must have the shape of weights {tuple(weights.shape)}, got {tuple(where.shape)}")
-    idx = _active_index(where)
+    idx = true_indices(where)
     w = _check_nonnegative(weights.reshape(-1)[idx], "weights")
     U = _uniform_open(weights if weights.dtype == w.dtype else weights.to(w.dtype), generator, idx)
     out = torch.zeros(weights.numel(), dtype=w.dtype, device=w.device)
@@ -190,22 +191,33 @@ def top_indices(values: Tensor, k: int, largest: bool = True) -> Tensor:
     return kept[torch.topk(sub, k, largest=largest, sorted=False).indices]
 
 
-def _active_index(active: Tensor) -> Tensor:
-    """Flat indices of the True entries of ``active``, in order."""
-    return active.reshape(-1).nonzero().squeeze(1)
+def true_indices(mask: Tensor, count: int | None = None) -> Tensor:
+    """Flat indices of the True entries of ``mask``, in order.
+
+    ``count``: the number of True entries, when the caller knows it; the indices are then found without a host
+    synchronisation (``nonzero_static``). A wrong count would drop or invent entries, so pass only exact counts.
+
+    Example:
+        >>> true_indices(torch.tensor([[True, False], [False, True]]), count=2).tolist()
+        [0, 3]
+    """
+    flat = mask.reshape(-1)
+    if count is not None and hasattr(flat, "nonzero_static"):
+        return flat.nonzero_static(size=count).squeeze(1)
+    return flat.nonzero().squeeze(1)
 
 
-def keep_top(scores: Tensor, active: Tensor, k: int) -> Tensor:
+def keep_top(scores: Tensor, active: Tensor, k: int, *, count: int | None = None) -> Tensor:
     """The ``k`` active positions with the largest ``scores`` (NaN scores count as lowest).
 
     Works on the active entries alone: of ``n`` active, it keeps the ``k`` largest or drops the ``n - k`` smallest,
-    whichever selection is smaller.
+    whichever selection is smaller. ``count``: the exact number of active entries, if known (saves a host sync).
 
     Example:
         >>> keep_top(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([True, True, False]), 1).tolist()
         [True, False, False]
     """
-    idx = _active_index(active)
+    idx = true_indices(active, count)
     n = idx.numel()
     if k >= n:
         return active.clone()
@@ -266,6 +278,7 @@ def select_regrowth(
     generator: torch.Generator | None,
     *,
     temperature: float = 1.0,
+    count: int | None = None,
 ) -> Tensor:
     """Picks ``k`` of the ``candidates`` from non-negative ``scores``.
 
@@ -275,6 +288,7 @@ def select_regrowth(
     ones; when fewer than ``k`` have a positive score the rest are drawn uniformly among the zero-score candidates
     (the papers add a tiny constant to all non-links for the same purpose). The keys are computed on the candidates
     alone, from uniforms drawn for every position (so the draws do not depend on where the candidates are).
+    ``count``: the exact number of candidates, if known (saves a host sync).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -283,7 +297,7 @@ def select_regrowth(
         [True, True, False]
     """
     _check_sampling(sampling)
-    idx = _active_index(candidates)
+    idx = true_indices(candidates, count)
     k = min(k, idx.numel())
     if k <= 0:
         return torch.zeros_like(candidates)
