@@ -194,15 +194,16 @@ def top_indices(values: Tensor, k: int, largest: bool = True) -> Tensor:
 def true_indices(mask: Tensor, count: int | None = None) -> Tensor:
     """Flat indices of the True entries of ``mask``, in order.
 
-    ``count``: the number of True entries, when the caller knows it; the indices are then found without a host
-    synchronisation (``nonzero_static``). A wrong count would drop or invent entries, so pass only exact counts.
+    ``count``: the number of True entries, when the caller knows it; on CUDA the indices are then found without a
+    host synchronisation (``nonzero_static``; on the CPU, where there is none to save, plain ``nonzero`` is faster).
+    A wrong count would drop or invent entries, so pass only exact counts.
 
     Example:
         >>> true_indices(torch.tensor([[True, False], [False, True]]), count=2).tolist()
         [0, 3]
     """
     flat = mask.reshape(-1)
-    if count is not None and hasattr(flat, "nonzero_static"):
+    if count is not None and flat.is_cuda and hasattr(flat, "nonzero_static"):
         return flat.nonzero_static(size=count).squeeze(1)
     return flat.nonzero().squeeze(1)
 
