@@ -180,8 +180,7 @@ def top_indices(values: Tensor, k: int, largest: bool = True) -> Tensor:
     count = int(beyond.sum())
     if count < k or count > n // 2:
         return torch.topk(values, k, largest=largest, sorted=False).indices
-    kept = beyond.nonzero_static(size=count).squeeze(1) if hasattr(beyond, "nonzero_static") else beyond.nonzero()
-    kept = kept.reshape(-1)
+    kept = true_indices(beyond, count)
     sub = values[kept]
     if count - k < k:  # drop the extras rather than select the many
         drop = torch.topk(sub, count - k, largest=not largest, sorted=False).indices
@@ -203,8 +202,11 @@ def true_indices(mask: Tensor, count: int | None = None) -> Tensor:
         [0, 3]
     """
     flat = mask.reshape(-1)
-    if count is not None and flat.is_cuda and hasattr(flat, "nonzero_static"):
-        return flat.nonzero_static(size=count).squeeze(1)
+    if count is not None and flat.is_cuda:
+        try:
+            return flat.nonzero_static(size=count).squeeze(1)
+        except (AttributeError, NotImplementedError):  # a torch without nonzero_static, or without it on CUDA
+            pass
     return flat.nonzero().squeeze(1)
 
 
