@@ -219,3 +219,32 @@ def test_l3p_retries_smaller_blocks_when_the_sparse_product_runs_out_of_memory(m
     got = lp.ch3_l3p(mask, chunk_nnz=30 * 40)  # one block of all 40 rows to start with
     torch.testing.assert_close(got, expected)
     assert sizes[0] == 40 and max(sizes[-3:]) <= 5
+
+
+@pytest.mark.parametrize(
+    ("precision", "device"),
+    [
+        ("dtype", "cpu"),
+        # off CUDA the bf16 GEMMs are emulated on float32 copies of their operands: measured where they are real
+        pytest.param("bf16x3", "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+    ],
+)
+def test_l3n_working_memory_is_bounded_by_its_tiles(precision: str, device: str) -> None:
+    """Beyond the float32 result and one GEMM copy of the mask, L3n holds a few tiles of tile_elems entries."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from memory import LiveBytes
+
+    M = random_mask((192, 640), 0.3, seed=10).to(device)
+    result = M.numel() * 4
+    operand = M.numel() * (4 if precision == "dtype" else 2)
+    tile = 640 * 64  # tiles of 64 rows of the longer side
+    with LiveBytes() as small:
+        ch2_l3n(M, precision=precision, tile_elems=tile)
+    with LiveBytes() as whole:
+        ch2_l3n(M, precision=precision, tile_elems=1 << 30)
+    # a count tile, its node-term temporaries, a bf16 part and a product tile: about 4 bytes x 4 per tile entry
+    assert small.peak <= result + operand + 16 * tile + 4096, (small.peak, result + operand)
+    assert whole.peak > small.peak + 4 * tile  # one tile of everything holds much more: the bound is not loose
