@@ -54,7 +54,8 @@ def test_filter_fn_matching_nothing() -> None:
         sb.DynamicSparsifier(_model(), None, method="set", density=0.1, filter_fn=lambda fqn, m: False)
 
 
-def test_nan_weights_at_update_name_the_layer_and_change_nothing() -> None:
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_weights_at_update_name_the_layer_and_change_nothing(bad: float) -> None:
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     sp = sb.DynamicSparsifier(model, opt, method="set", density=0.2, update_interval=2)
@@ -63,7 +64,7 @@ def test_nan_weights_at_update_name_the_layer_and_change_nothing() -> None:
     opt.step()
     layer = sp.layers["layers.1"]
     with torch.no_grad():
-        layer.weight[layer.mask.nonzero()[0].tolist()[0], layer.mask.nonzero()[0].tolist()[1]] = float("nan")
+        layer.weight[layer.mask.nonzero()[0].tolist()[0], layer.mask.nonzero()[0].tolist()[1]] = bad
     masks = {n: m.mask.clone() for n, m in sp.layers.items()}
     with pytest.raises(FloatingPointError, match="'layers.1'.*step 2.*unchanged"):
         sp.step()
