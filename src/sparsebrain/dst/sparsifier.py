@@ -479,11 +479,12 @@ class DynamicSparsifier:
             new = {n: regrow(n, kept[n], kept_links[n], allowed.get(n)) for n in self.layers}
         else:
             new = {n: regrow(n, *remove(n), None) for n in self.layers}
-        self._commit(old, new, score_stats, index)
+        self._commit(old, old_links, new, score_stats, index)
 
     def _commit(
         self,
         old: Mapping[str, Tensor],
+        old_links: Mapping[str, int],
         masks: Mapping[str, Tensor],
         score_stats: Mapping[str, Tensor],
         index: int,
@@ -491,11 +492,11 @@ class DynamicSparsifier:
         """Makes ``masks`` the topology (as the strategy agrees), records the scores' statistics, counts the update."""
         masks = self.strategy.agree_masks(masks)
         kept: dict[str, dict[str, Tensor]] = {}
-        counts = _to_host({n: torch.stack([(old[n] & masks[n]).sum(), old[n].sum(), masks[n].sum()]) for n in old})
-        stats = _to_host(dict(score_stats))
+        counts = _to_host({n: torch.stack([(old[n] & masks[n]).sum(), masks[n].sum()]) for n in old})
+        stats = _to_host(score_stats)
         for name, layer in self.layers.items():
-            stay, before, after = counts[name]
-            self._last[name] = {"removed": before - stay, "regrown": after - stay}
+            stay, after = counts[name]
+            self._last[name] = {"removed": old_links[name] - stay, "regrown": after - stay}
             kept[name] = layer.rewire_(masks[name])
         self._reset_optimizer_state(kept)
         for name, (mean, var) in stats.items():

@@ -64,12 +64,14 @@ def _check_k(k: int, numel: int) -> int:
     return k_int
 
 
-def _uniform_open(like: Tensor, generator: torch.Generator | None, index: Tensor | None = None) -> Tensor:
-    """U(0, 1) of ``like``'s shape, dtype and device, clamped away from 0 and 1 so that ``ln(-ln U)`` is finite.
+def _uniform_open(
+    shape: torch.Size, like: Tensor, generator: torch.Generator | None, index: Tensor | None = None
+) -> Tensor:
+    """U(0, 1) of ``shape`` in ``like``'s dtype and device, clamped away from 0 and 1 so that ``ln(-ln U)`` is finite.
 
     With ``index``: drawn for every position all the same, and returned at the flat positions ``index`` only.
     """
-    U = torch.rand(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+    U = torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
     if index is not None:
         U = U.reshape(-1)[index]
     info = torch.finfo(like.dtype)
@@ -117,13 +119,13 @@ def frechet_scores(
     T = _check_temperature(temperature)
     if where is None:
         w = _check_nonnegative(weights, "weights")
-        U = _uniform_open(w, generator)
+        U = _uniform_open(w.shape, w, generator)
         return _frechet_log_keys(w, T, U).div_(T).exp_()
     if where.shape != weights.shape:
         raise ValueError(f"where must have the shape of weights {tuple(weights.shape)}, got {tuple(where.shape)}")
     idx = true_indices(where)
     w = _check_nonnegative(weights.reshape(-1)[idx], "weights")
-    U = _uniform_open(weights if weights.dtype == w.dtype else weights.to(w.dtype), generator, idx)
+    U = _uniform_open(weights.shape, w, generator, idx)  # no copy of the weights: only their shape is needed
     out = torch.zeros(weights.numel(), dtype=w.dtype, device=w.device)
     out[idx] = _frechet_log_keys(w, T, U).div_(T).exp_()
     return out.view(weights.shape)
