@@ -5,6 +5,8 @@ Skipped where no GPU is present (CI); run on the GPU machine with ``python -m py
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -136,3 +138,44 @@ def test_soft_selection_on_cuda_equals_the_full_array_selection() -> None:
     ref = torch.zeros(mask.numel(), dtype=torch.bool, device="cuda")
     ref[torch.topk(frechet, 200_000).indices] = True
     assert torch.equal(grown, ref.view_as(mask))
+
+
+@pytest.mark.parametrize("numel", [1, 4095, 4097, 2048 * 5504])
+def test_masked_grad_kernel_equals_the_reference(numel: int) -> None:
+    from sparsebrain.kernels import masked_grad, masked_grad_reference
+    from sparsebrain.kernels._triton import triton_available
+
+    if not triton_available():
+        pytest.skip("Triton is not installed")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    grad = torch.randn(numel, generator=g, device="cuda").to(torch.bfloat16)
+    grad[:1] = float("nan")
+    mask = torch.rand(numel, generator=g, device="cuda") < 0.3
+    got, want = masked_grad(grad, mask, torch.float32), masked_grad_reference(grad, mask, torch.float32)
+    nan = got.isnan()
+    assert torch.equal(nan, want.isnan())
+    assert torch.equal(got[~nan].view(torch.int32), want[~nan].view(torch.int32))  # signed zeros too
+
+
+def test_autocast_gradient_of_a_sparse_layer_is_the_dense_one_masked() -> None:
+    torch.manual_seed(0)
+    mask = torch.rand(512, 256, device="cuda") < 0.3
+    dense = torch.nn.Linear(256, 512, device="cuda")
+    with torch.no_grad():
+        dense.weight.mul_(mask)
+    sparse = sb.SparseLinear.from_linear(copy.deepcopy(dense), mask)
+    x = torch.randn(64, 256, device="cuda")
+    for layer in (dense, sparse):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = layer(x).float().pow(2).sum()
+        (loss + 0.01 * layer.weight.abs().sum()).backward()  # a gradient from outside the forward too
+    assert torch.equal(sparse.weight.grad, dense.weight.grad * mask)
+    # Used twice in one graph, CUDA autocast casts the dense weight once and sums the two gradients in bf16; the
+    # sparse layer casts per use and sums in float32: close, not equal.
+    for layer in (dense, sparse):
+        layer.weight.grad = None
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = (layer(x) * layer(x.flip(0))).float().sum()
+        loss.backward()
+    assert torch.count_nonzero(sparse.weight.grad[~mask]) == 0
+    torch.testing.assert_close(sparse.weight.grad, dense.weight.grad * mask, rtol=2e-2, atol=1e-2)

@@ -113,7 +113,8 @@ class SparseLayer(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         # Hook handles are not picklable; deepcopy/pickle re-registers the hook in __setstate__.
         state = self.__dict__.copy()
-        state.pop("_hook", None)
+        for key in ("_hook", "_hooked", "_graph_grads"):  # handles, weak references and a backward's transients
+            state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

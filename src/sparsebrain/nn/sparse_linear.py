@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..kernels import masked_grad
 from .layer import LAYERS, SparseLayer
 from .sharding import local, local_view
 
 __all__ = ["SparseLinear"]
+
+
+class _MaskedCast(torch.autograd.Function):
+    """Autocast's weight cast with the gradient mask fused into its backward: ``W.to(dtype)`` forward, and the low
+    precision gradient masked straight into the weight's dtype (one kernel) instead of cast, then masked.
+
+    Fewer bytes move: under bf16 autocast the masking reads 2 + 1 bytes and writes 4 per weight
+    (:func:`~sparsebrain.kernels.masked_grad`) instead of the cast's 2 + 4 and the mask's 4 + 1 + 4. The gradient is
+    bit for bit what the cast and the mask hook give (the mask is 0/1) for a layer run once per graph; run twice,
+    each use casts and the uses' gradients add up in the weight's dtype (CUDA autocast casts once and adds in bf16).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weight: Tensor, dtype: torch.dtype, layer: SparseLinear) -> Tensor:
+        ctx.layer, ctx.weight_dtype = layer, weight.dtype
+        return weight.to(dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        layer = ctx.layer
+        masked = masked_grad(grad, layer.mask, ctx.weight_dtype)
+        layer._graph_grads.append(masked)  # the weight's hook recognises it and does not mask it again
+        return masked, None, None
 
 
 class SparseLinear(SparseLayer):
@@ -67,14 +92,49 @@ class SparseLinear(SparseLayer):
         self.set_mask_(mask)
         self._capture = False
         self._dense_grad: Tensor | None = None
+        self._graph_grads: list[Tensor] = []
         self._hook_gradient()
+
+    def _hook_gradient(self) -> None:
+        super()._hook_gradient()
+        self._hooked = weakref.ref(self.weight)
+        self._graph_grads = []
 
     def _on_grad(self, grad: Tensor) -> Tensor:
         # Runs before accumulation into .grad (and before DDP's all-reduce sees it): off-mask gradients never exist.
+        ours, self._graph_grads = self._graph_grads, []
+        if len(ours) == 1 and grad.data_ptr() == ours[0].data_ptr() and grad.shape == ours[0].shape:
+            # masked in the graph (_MaskedCast) and nothing else reached the weight. We held a reference to it, so
+            # autograd could not have added another gradient into it in place.
+            return grad
         if self._capture:
             g = grad.detach()
             self._dense_grad = g.clone() if self._dense_grad is None else self._dense_grad + g
         return grad * self.mask
+
+    def _weight_for_forward(self) -> Tensor:
+        """The weight autocast would use, with the gradient mask fused into the cast's backward where it casts.
+
+        Only for the weight this layer's hook watches (one a wrapper such as FSDP2 put in its place is masked by
+        whoever put it there), and not while the dense gradient is captured (the hook captures it unmasked).
+        """
+        self._graph_grads = []
+        w = self.weight
+        device = w.device.type
+        if (
+            not w.requires_grad
+            or self._capture
+            or self._hooked() is not w
+            or not torch.is_grad_enabled()
+            or not torch.is_autocast_enabled(device)
+        ):
+            return w
+        dtype = torch.get_autocast_dtype(device)
+        if (
+            w.dtype == dtype or w.dtype == torch.float64 or not w.is_floating_point()
+        ):  # autocast leaves these as they are
+            return w
+        return _MaskedCast.apply(w, dtype, self)
 
     # ------------------------------------------------------------------------------------------------------------
     # the storage protocol
@@ -133,7 +193,7 @@ class SparseLinear(SparseLayer):
         self.weight.mul_(self.mask)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return F.linear(x, self._weight_for_forward(), self.bias)
 
     def extra_repr(self) -> str:
         return (
