@@ -140,23 +140,6 @@ def test_soft_selection_on_cuda_equals_the_full_array_selection() -> None:
     assert torch.equal(grown, ref.view_as(mask))
 
 
-@pytest.mark.parametrize("numel", [1, 4095, 4097, 2048 * 5504])
-def test_masked_grad_kernel_equals_the_reference(numel: int) -> None:
-    from sparsebrain.kernels import masked_grad, masked_grad_reference
-    from sparsebrain.kernels._triton import triton_available
-
-    if not triton_available():
-        pytest.skip("Triton is not installed")
-    g = torch.Generator(device="cuda").manual_seed(0)
-    grad = torch.randn(numel, generator=g, device="cuda").to(torch.bfloat16)
-    grad[:1] = float("nan")
-    mask = torch.rand(numel, generator=g, device="cuda") < 0.3
-    got, want = masked_grad(grad, mask, torch.float32), masked_grad_reference(grad, mask, torch.float32)
-    nan = got.isnan()
-    assert torch.equal(nan, want.isnan())
-    assert torch.equal(got[~nan].view(torch.int32), want[~nan].view(torch.int32))  # signed zeros too
-
-
 def test_autocast_gradient_of_a_sparse_layer_is_the_dense_one_masked() -> None:
     torch.manual_seed(0)
     mask = torch.rand(512, 256, device="cuda") < 0.3
