@@ -14,6 +14,9 @@ from .sharding import local, local_view
 
 __all__ = ["SparseLinear"]
 
+# Per-device autocast queries (torch >= 2.4); without them the layer keeps the unfused hook, which is always right.
+_DEVICE_AUTOCAST = hasattr(torch, "get_autocast_dtype")
+
 
 class _MaskedCast(torch.autograd.Function):
     """Autocast's weight cast with the gradient mask fused into its backward: ``W.to(dtype)`` forward, and the low
@@ -126,6 +129,7 @@ class SparseLinear(SparseLayer):
             or self._capture
             or self._hooked() is not w
             or not torch.is_grad_enabled()
+            or not _DEVICE_AUTOCAST
             or not torch.is_autocast_enabled(device)
         ):
             return w
