@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         register_removal,
     )
     from .export import to_semi_structured
-    from .nn import SparseLinear, STELinear, sparse_layers, sparsify_, sparsify_nm_, squash_
+    from .nn import CompressedSparseLinear, SparseLinear, STELinear, sparse_layers, sparsify_, sparsify_nm_, squash_
     from .topology import register_init
 
 __version__ = "0.1.0"
@@ -39,7 +39,11 @@ _LAZY = {
         ".dst",
     ),
     "to_semi_structured": ".export",
-    **dict.fromkeys(["SparseLinear", "STELinear", "sparse_layers", "sparsify_", "sparsify_nm_", "squash_"], ".nn"),
+    **dict.fromkeys(
+        ["CompressedSparseLinear", "SparseLinear", "STELinear", "sparse_layers", "sparsify_", "sparsify_nm_",
+         "squash_"],
+        ".nn",
+    ),
     "register_init": ".topology",
 }  # fmt: skip
 
@@ -65,6 +69,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CompressedSparseLinear",
     "DynamicSparsifier",
     "LayerView",
     "MethodConfig",

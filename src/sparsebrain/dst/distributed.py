@@ -176,6 +176,13 @@ class FSDP2(Strategy):
         return full(t)
 
     def check(self, layers: Mapping[str, SparseLayer]) -> None:
+        compressed = [name for name, layer in layers.items() if not layer.shardable]
+        if compressed:
+            raise RuntimeError(
+                f"FSDP2 strategy: sparse layers {', '.join(compressed)} hold only their links "
+                "(storage='compressed'), which this strategy cannot shard yet; use storage='masked' with FSDP2, "
+                "or DDP with compressed layers"
+            )
         plain = [name for name, layer in layers.items() if not is_sharded(getattr(layer, "weight", None))]
         if plain:
             raise RuntimeError(

@@ -58,7 +58,24 @@ class MethodConfig:
     # (dense master weights, forward with the best N:M pattern of |W|, straight-through gradient)
     layer: str = "masked"
     layer_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"decay": 2e-4}: SR-STE's lambda for "ste"
+    # how a masked layer holds its links (sparsebrain.nn.storage): "masked" (a dense weight on a mask),
+    # "compressed" (only the links: memory and work that shrink with density; unstructured only) or "auto"
+    storage: str = "masked"
     options: dict[str, Any] = field(default_factory=dict)  # rule options, e.g. {"mest_lambda": 0.01}
+
+    def _validate_storage(self, layer: type, structured: bool) -> None:
+        from ..nn import LAYERS
+        from ..nn.storage import check_storage
+
+        check_storage(self.storage)
+        if self.storage != "compressed":
+            return
+        if structured:
+            raise ValueError(
+                f"storage='compressed' holds unstructured links; pattern={self.pattern!r} needs storage='masked'"
+            )
+        if layer is not LAYERS.get("masked"):
+            raise ValueError(f"storage='compressed' replaces the masked layer, not layer={self.layer!r}")
 
     def validate(self) -> MethodConfig:
         """Checks every field, raising ``ValueError`` that names the field and the allowed values."""
@@ -89,6 +106,7 @@ class MethodConfig:
             raise ValueError(f"layer={self.layer!r} needs an N:M pattern: set pattern, e.g. pattern='2:4'")
         pattern_options = constraint.init_kwargs() if layer.needs_pattern else {}
         layer.check_options({**pattern_options, **self.layer_options})
+        self._validate_storage(layer, constraint.density is not None)
         if layer.dense_master_weights and self.weight_init != "keep":
             raise ValueError(f"layer={self.layer!r} keeps dense master weights: weight_init must be 'keep'")
         if self.dynamic and not layer.rewirable:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..nn.layer import StateMoved
 from ..nn.sharding import local, local_view
 
 __all__ = ["reset_state_"]
 
 
 @torch.no_grad()
-def reset_state_(optimizer: torch.optim.Optimizer, param: Tensor, keep: Tensor) -> None:
+def reset_state_(optimizer: torch.optim.Optimizer, param: Tensor, keep: Tensor | StateMoved) -> None:
     """Zeroes every state tensor of ``param`` shaped like ``param`` (momentum, Adam's moments...) where ``keep``
-    is False.
+    is False; with :class:`~sparsebrain.nn.layer.StateMoved` (the parameter's entries moved), moves each state
+    tensor of the old shape to the new entries, zero for new ones.
 
     This covers every optimizer whose per-parameter state has the parameter's shape: SGD, Adam, AdamW and their
     foreach and fused variants; scalar state (Adam's ``step``) is left alone. State sharded like its parameter
@@ -28,6 +30,13 @@ def reset_state_(optimizer: torch.optim.Optimizer, param: Tensor, keep: Tensor) 
     """
     state = optimizer.state.get(param)
     if not state:
+        return
+    if isinstance(keep, StateMoved):
+        found = keep.source >= 0
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == keep.old_shape and value.dim() > 0:
+                moved = value.reshape(-1)[keep.source.clamp(min=0)]
+                state[key] = moved.masked_fill_(~found, 0).view(param.shape)
         return
     for value in state.values():
         if torch.is_tensor(value) and value.shape == param.shape:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .._validation import check_density, check_seed
 from ..nn import LAYERS, SparseLayer
+from ..nn.layer import StateMoved
 from ..nn.sparsify import FilterFn, chosen_linears, sparse_layers, sparsify_
 from ..topology.allocation import check_no_empty_layer, link_counts
 from ..topology.constraints import Regrowth
@@ -73,6 +74,11 @@ def _to_host(values: Mapping[str, Tensor]) -> dict[str, Any]:
     return {n: out[n] for n in values}
 
 
+def _trained_weight(module: nn.Module) -> Tensor:
+    """The Parameter holding a layer's weights: a sparse layer's link weights, an ``nn.Linear``'s weight."""
+    return module.weight_parameter() if isinstance(module, SparseLayer) else module.weight  # type: ignore[return-value]
+
+
 class ScheduleError(ValueError):
     """A schedule that cannot do what it promises in the run's length (e.g. no topology update to reach the density)."""
 
@@ -108,6 +114,8 @@ class DynamicSparsifier:
         junctions: "auto", or an explicit list of :class:`~sparsebrain.topology.percolation.Junction`.
         strategy: how the processes of a distributed run agree (:mod:`sparsebrain.dst.distributed`); default:
             data parallel when a process group is initialised, else a single process.
+        device: where the sparse layers are built; needed for a model on the meta device, whose layers are then
+            materialised there (with ``storage="compressed"``, only their links).
         **overrides: any ``MethodConfig`` field, e.g. ``regrowth="ch3_l3p"``, ``update_interval=500``.
 
     Example:
@@ -130,6 +138,7 @@ class DynamicSparsifier:
         seed: int | None = None,
         junctions: Literal["auto"] | Sequence[Junction] = "auto",
         strategy: Strategy | None = None,
+        device: torch.device | str | None = None,
         **overrides: Any,
     ) -> None:
         self.config = resolve_method(method, **overrides)
@@ -196,7 +205,9 @@ class DynamicSparsifier:
                     allocation=cfg.allocation,
                     weight_init=cfg.weight_init,
                     skip_incompatible=cfg.skip_incompatible,
-                    generator=self._generator(next(model.parameters()).device),
+                    generator=self._generator(torch.device(device) if device else next(model.parameters()).device),
+                    storage=cfg.storage,
+                    device=device,
                 )
             self._reset_optimizer_state({n: m.state_kept_at_sparsify() for n, m in self.layers.items()})
         self._param_names = self._parameter_names()
@@ -289,7 +300,7 @@ class DynamicSparsifier:
         if self.optimizer is None:
             return
         held = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
-        missing = [name for name, m in chosen if id(m.weight) not in held]
+        missing = [name for name, m in chosen if id(_trained_weight(m)) not in held]
         if len(missing) == len(chosen):
             raise ValueError(
                 f"the optimizer holds none of the sparse layers' weights ({', '.join(missing)}): build it on this "
@@ -491,7 +502,7 @@ class DynamicSparsifier:
     ) -> None:
         """Makes ``masks`` the topology (as the strategy agrees), records the scores' statistics, counts the update."""
         masks = self.strategy.agree_masks(masks)
-        kept: dict[str, dict[str, Tensor]] = {}
+        kept: dict[str, dict[str, Tensor | StateMoved]] = {}
         counts = _to_host({n: torch.stack([(old[n] & masks[n]).sum(), masks[n].sum()]) for n in old})
         stats = _to_host(score_stats)
         for name, layer in self.layers.items():
@@ -507,8 +518,15 @@ class DynamicSparsifier:
         """Layers already in the model must be the method's kind of layer, and satisfy its constraint."""
         cfg = self.config
         kind = LAYERS.get(cfg.layer)
+        compressed = LAYERS.get("compressed")
         for name, layer in self.layers.items():
-            if not isinstance(layer, kind):
+            if isinstance(layer, compressed) and kind is LAYERS.get("masked"):
+                if cfg.storage == "masked":
+                    raise ValueError(
+                        f"layer {name!r} is a CompressedSparseLinear (it holds only its links), but the method's "
+                        "storage is 'masked': pass storage='compressed' (or 'auto')"
+                    )
+            elif not isinstance(layer, kind):
                 raise ValueError(
                     f"method {cfg.name!r} needs {kind.__name__} layers (layer={cfg.layer!r}); layer {name!r} is "
                     f"{type(layer).__name__}"
@@ -537,7 +555,7 @@ class DynamicSparsifier:
             out[name] = r[:, None] & c[None, :]  # (out, in)
         return out
 
-    def _reset_optimizer_state(self, keep: Mapping[str, Mapping[str, Tensor]]) -> None:
+    def _reset_optimizer_state(self, keep: Mapping[str, Mapping[str, Tensor | StateMoved]]) -> None:
         """Zeroes optimizer state (momentum, Adam moments, ...) of each layer's parameters where the layer says."""
         if self.optimizer is None:
             return
@@ -586,7 +604,7 @@ class DynamicSparsifier:
 
     def _parameter_names(self) -> dict[str, str]:
         by_id = {id(p): n for n, p in self.model.named_parameters()}
-        return {name: by_id.get(id(layer.weight), f"{name}.weight") for name, layer in self.layers.items()}
+        return {name: by_id.get(id(layer.weight_parameter()), f"{name}.weight") for name, layer in self.layers.items()}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume identically (masks and weights travel in ``model.state_dict()``).

@@ -16,13 +16,27 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
 
-__all__ = ["LAYERS", "SparseLayer"]
+__all__ = ["LAYERS", "SparseLayer", "StateMoved"]
+
+
+@dataclass(frozen=True)
+class StateMoved:
+    """Where a parameter's optimizer state comes from after its entries moved (a storage holding only its links).
+
+    Entry ``j`` of the parameter's new state is entry ``source[j]`` of the old state (flattened), or 0 where
+    ``source[j]`` is -1 (a new link). Only state tensors of ``old_shape`` (the parameter's shape before) move.
+    """
+
+    source: Tensor
+    old_shape: torch.Size
 
 
 class SparseLayer(nn.Module):
@@ -34,6 +48,7 @@ class SparseLayer(nn.Module):
     - ``dense_master_weights``: every weight is trained, the topology only selects which ones compute (STE): weights
       off the topology are not zero, and no sparse initialisation applies.
     - ``needs_pattern``: the layer derives an N:M pattern itself, so the method must name one.
+    - ``shardable``: FSDP2 may shard the layer's weight by rows (a dense ``(out, in)`` weight).
     """
 
     in_features: int
@@ -41,6 +56,7 @@ class SparseLayer(nn.Module):
     rewirable: ClassVar[bool] = True
     dense_master_weights: ClassVar[bool] = False
     needs_pattern: ClassVar[bool] = False
+    shardable: ClassVar[bool] = True
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, mask: Tensor, **options: Any) -> SparseLayer:
@@ -61,15 +77,20 @@ class SparseLayer(nn.Module):
         """The weights as a detached ``(out, in)`` tensor (what magnitude-based rules score)."""
         raise NotImplementedError
 
-    def rewire_(self, mask: Tensor) -> dict[str, Tensor]:
+    def rewire_(self, mask: Tensor) -> dict[str, Tensor | StateMoved]:
         """Makes ``mask`` the topology: removed links vanish, new links start at 0, kept links keep their weight.
 
-        Returns, per name of a parameter of this layer, where its optimizer state stays valid (bool, the
-        parameter's shape): the engine zeroes that state everywhere else.
+        Returns, per name of a parameter of this layer, what becomes of its optimizer state: a bool tensor of the
+        parameter's shape (the state stays valid there and is zeroed elsewhere), or :class:`StateMoved` (the
+        parameter's entries moved, and the state moves with them).
         """
         raise NotImplementedError(f"{type(self).__name__} cannot be rewired")
 
-    def state_kept_at_sparsify(self) -> dict[str, Tensor]:
+    def weight_parameter(self) -> nn.Parameter:
+        """The Parameter that holds the links' weights (what the optimizer must train), whatever its shape."""
+        return self.weight
+
+    def state_kept_at_sparsify(self) -> dict[str, Tensor | StateMoved]:
         """Like :meth:`rewire_`'s result, for the moment the layer was made sparse (a fresh state, or none reset)."""
         return {}
 

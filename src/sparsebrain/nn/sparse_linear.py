@@ -54,13 +54,36 @@ class SparseLinear(SparseLayer):
     While :meth:`capture_dense_grad_` is on (on steps before a topology update of a gradient-based rule), the hook
     also accumulates the unmasked gradient, read back with :meth:`dense_grad`.
 
+    Built directly, the links are ``mask`` (default: all) or ``density``'s uniformly random ones (drawn from
+    ``generator``); ``storage="compressed"`` (or ``"auto"`` below the device's break-even density) returns a
+    :class:`~sparsebrain.nn.CompressedSparseLinear` instead, which never allocates the dense weight. Loading a
+    state dict accepts either storage's checkpoint.
+
     Example:
         >>> layer = SparseLinear(4, 3, mask=torch.eye(3, 4, dtype=torch.bool))
         >>> int(layer.mask.sum()), bool((layer.weight[~layer.mask] == 0).all())
         (3, True)
+        >>> type(SparseLinear(1000, 1000, density=0.001, storage="compressed")).__name__
+        'CompressedSparseLinear'
     """
 
     mask: Tensor
+
+    def __new__(cls, *args: Any, storage: str = "masked", **kwargs: Any) -> Any:
+        # SparseLinear(..., storage="compressed") builds the layer that holds only its links, never a dense weight
+        from .storage import check_storage, storage_layer
+
+        check_storage(storage)
+        if cls is not SparseLinear or storage == "masked":
+            return super().__new__(cls)
+        density, device = kwargs.get("density"), torch.device(kwargs.get("device") or "cpu")
+        if density is None and kwargs.get("mask") is not None:
+            mask = kwargs["mask"]
+            density = float(mask.sum()) / max(mask.numel(), 1)
+        if density is None:
+            raise ValueError(f"SparseLinear(storage={storage!r}) needs density= or mask=")
+        kind = storage_layer(storage, cls, structured=False, density=density, device=device)
+        return super().__new__(cls) if kind is cls else kind(*args, **kwargs)
 
     def __init__(
         self,
@@ -69,11 +92,20 @@ class SparseLinear(SparseLayer):
         bias: bool = True,
         *,
         mask: Tensor | None = None,
+        density: float | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        generator: torch.Generator | None = None,
+        storage: str = "masked",
     ) -> None:
         super().__init__()
+        if mask is not None and density is not None:
+            raise ValueError("SparseLinear takes mask= or density=, not both")
         linear = nn.Linear(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        if density is not None:
+            from ..topology.initial import er
+
+            mask = er((out_features, in_features), density, generator=generator, device=linear.weight.device)
         if mask is None:
             mask = torch.ones(out_features, in_features, dtype=torch.bool, device=linear.weight.device)
         self._wrap(linear, mask)
@@ -208,6 +240,21 @@ class SparseLinear(SparseLayer):
     def _load_from_state_dict(  # type: ignore[no-untyped-def]
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
+        # A compressed checkpoint (values at the links, rows, cols) becomes the masked layer's (weight, mask).
+        if prefix + "values" in state_dict and prefix + "rows" in state_dict and prefix + "cols" in state_dict:
+            from .compressed_linear import dense_from_links
+
+            try:
+                weight, mask = dense_from_links(
+                    state_dict.pop(prefix + "values"),
+                    state_dict.pop(prefix + "rows"),
+                    state_dict.pop(prefix + "cols"),
+                    (self.out_features, self.in_features),
+                )
+            except ValueError as e:
+                error_msgs.append(f"sparse layer {prefix[:-1]!r}: {e}")
+                return
+            state_dict[prefix + "weight"], state_dict[prefix + "mask"] = weight, mask
         # The mask buffer may be registered empty; accept the stored mask whatever our current one is.
         key = prefix + "mask"
         mask = state_dict.get(key, self.mask)

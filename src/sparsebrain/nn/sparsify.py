@@ -10,6 +10,7 @@ from torch import nn
 
 from .._validation import check_density
 from .layer import LAYERS, SparseLayer
+from .storage import check_storage, storage_layer
 
 if TYPE_CHECKING:
     from ..topology.constraints import Constraint
@@ -73,10 +74,15 @@ def sparsify_(
     weight_init: str = "keep",
     skip_incompatible: bool = False,
     generator: torch.Generator | None = None,
+    storage: str = "masked",
+    device: torch.device | str | None = None,
 ) -> dict[str, SparseLayer]:
     """Swaps the chosen ``nn.Linear`` modules of ``model`` for sparse layers in place.
 
-    The existing Parameter objects are kept, so an optimizer built before the call still trains them.
+    The existing Parameter objects are kept, so an optimizer built before the call still trains them. A model
+    built on the meta device (``nn.Linear(n, n, device="meta")``) is materialised on ``device``: compressed layers
+    then hold only their links, never a dense weight (``init="er"`` draws the links directly; other inits build
+    the bool mask), with ``nn.Linear``'s default initialisation at the links.
 
     Args:
         model: any ``nn.Module``.
@@ -94,6 +100,10 @@ def sparsify_(
         weight_init: ``"keep"`` (the current weights, masked) or ``"swi"`` (sparse weight initialisation).
         skip_incompatible: leave layers whose shape cannot hold ``constraint`` dense instead of raising.
         generator: random generator for the topology and SWI.
+        storage: ``"masked"`` (the masked dense weight of ``layer``), ``"compressed"`` (only the links:
+            :class:`~sparsebrain.nn.CompressedSparseLinear`, unstructured only) or ``"auto"`` (compressed below
+            the device's break-even density, :data:`~sparsebrain.nn.storage.BREAK_EVEN_DENSITY`).
+        device: where the sparse layers live; needed for a model on the meta device; default: the layers' own.
 
     Returns:
         The new sparse layers by name.
@@ -123,6 +133,7 @@ def sparsify_(
     density = check_density(density)
     if weight_init not in ("keep", "swi"):
         raise ValueError(f"weight_init must be one of 'keep', 'swi'; got {weight_init!r}")
+    check_storage(storage)
     layer_cls = LAYERS.get(layer)
     if layer_cls.dense_master_weights and weight_init != "keep":
         raise ValueError(f"{layer_cls.__name__} layers keep dense master weights: use weight_init='keep'")
@@ -153,17 +164,68 @@ def sparsify_(
     else:
         densities = [fixed] * len(chosen)
     out: dict[str, SparseLayer] = {}
+    target = torch.device(device) if device is not None else None
     for (name, linear), shape, d in zip(chosen, shapes, densities):
+        where = target if target is not None else linear.weight.device
+        if where.type == "meta":
+            raise ValueError(f"layer {name!r} is on the meta device: pass device= (where its links are to live)")
+        kind = storage_layer(storage, layer_cls, structured=fixed is not None, density=d, device=where, name=name)
         kwargs = {**constraint.init_kwargs(), **dict(init_kwargs or {})}
         if getattr(init_fn, "needs_weight", False):
+            if linear.weight.is_meta:
+                raise ValueError(f"init {init!r} reads the weights, but layer {name!r} is on the meta device")
             kwargs["weight"] = linear.weight.detach()
-        mask = init_fn(shape, d, generator=generator, device=linear.weight.device, **kwargs)
-        new = layer_cls.from_linear(linear, mask, **options)
+        if linear.weight.is_meta:
+            new = _materialised(linear, kind, init, init_fn, d, where, generator, options, kwargs)
+        else:
+            if linear.weight.device != where:
+                linear.to(where)
+            mask = init_fn(shape, d, generator=generator, device=where, **kwargs)
+            new = kind.from_linear(linear, mask, **options)
         if weight_init == "swi":
             new.init_sparse_weights_(generator)
         _set_submodule(model, name, new)
         out[name] = new
     return out
+
+
+def _materialised(
+    linear: nn.Linear,
+    kind: type[SparseLayer],
+    init: str | Callable[..., torch.Tensor],
+    init_fn: Callable[..., torch.Tensor],
+    density: float,
+    device: torch.device,
+    generator: torch.Generator | None,
+    options: Mapping[str, Any],
+    init_kwargs: Mapping[str, Any],
+) -> SparseLayer:
+    """The sparse layer of a meta ``linear`` on ``device``, with ``nn.Linear``'s initialisation at its links."""
+    compressed = LAYERS.get("compressed")
+    dtype = linear.weight.dtype
+    if kind is compressed:
+        links: dict[str, Any] = {"density": density} if init == "er" and not init_kwargs else {}
+        if not links:
+            links["mask"] = init_fn(
+                (linear.out_features, linear.in_features), density, generator=generator, device=device, **init_kwargs
+            )
+        return compressed(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            device=device,
+            dtype=dtype,
+            generator=generator,
+            **links,
+            **options,
+        )
+    # a masked storage holds the dense weight anyway: materialise it, then mask it
+    linear.to_empty(device=device)
+    linear.reset_parameters()
+    mask = init_fn(
+        (linear.out_features, linear.in_features), density, generator=generator, device=device, **init_kwargs
+    )
+    return kind.from_linear(linear, mask, **options)
 
 
 def sparsify_nm_(

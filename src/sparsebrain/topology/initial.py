@@ -24,7 +24,7 @@ import torch
 from .._validation import check_density, check_fraction
 from ..registry import Registry
 
-__all__ = ["INITS", "brf", "bsf", "bsw", "csti", "er", "initial_mask"]
+__all__ = ["INITS", "brf", "bsf", "bsw", "csti", "er", "er_links", "initial_mask"]
 
 InitFn = Callable[..., torch.Tensor]
 Device = torch.device | str | None
@@ -99,6 +99,33 @@ def _choose(n: int, k: int, *, generator: torch.Generator | None, device: torch.
     return _choose_mask(n, k, generator=generator, device=device).nonzero().squeeze(1)
 
 
+def _choose_links(n: int, k: int, *, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """:func:`_choose`'s k-subset (the same one, from the same draws), found without a length-``n`` tensor.
+
+    The draws and their order are :func:`_choose_mask`'s; the distinct draws are kept sorted (``unique``) instead of
+    marked, so the work and memory grow with ``k``, not ``n`` (above density 1/2, where the complement is drawn, a
+    length-``n`` mask is built after all).
+    """
+    if n <= _SMALL:
+        return torch.randperm(n, generator=generator, device=device)[:k].sort().values
+    if 2 * k > n:
+        keep = torch.ones(n, dtype=torch.bool, device=device)
+        keep[_choose_links(n, n - k, generator=generator, device=device)] = False
+        return keep.nonzero().squeeze(1)
+    chosen = torch.zeros(0, dtype=torch.long, device=device)
+    while chosen.numel() < k:
+        count = chosen.numel()
+        need = -n * math.log1p(-(k - count) / (n - count))
+        draws = torch.randint(n, (int(1.05 * need) + 16,), generator=generator, device=device)
+        chosen = torch.unique(torch.cat([chosen, draws]))  # sorted
+    count = chosen.numel()
+    if count > k:
+        keep = torch.ones(count, dtype=torch.bool, device=device)
+        keep[_choose_links(count, count - k, generator=generator, device=device)] = False
+        chosen = chosen[keep]
+    return chosen
+
+
 def _from_flat(index: torch.Tensor, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
     """Bool mask of ``shape`` with True at the flat positions ``index``."""
     mask = torch.zeros(shape[0] * shape[1], dtype=torch.bool, device=device)
@@ -137,6 +164,23 @@ def er(
     """
     out_f, in_f, k, work, dest = _setup(shape, density, generator, device)
     return _choose_mask(out_f * in_f, k, generator=generator, device=work).view(out_f, in_f).to(dest)
+
+
+def er_links(
+    shape: Sequence[int], density: float, *, generator: torch.Generator | None = None, device: Device = None
+) -> torch.Tensor:
+    """The links of :func:`er` as sorted flat positions ``row * in + col`` (int64), without an ``(out, in)`` mask.
+
+    The same generator state gives the same links as ``er`` (``er(...)[flat] `` is True exactly at them), so a
+    compressed layer starts from the masked layer's topology.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> er_links((1000, 1000), 0.001, generator=g).numel()
+        1000
+    """
+    out_f, in_f, k, work, dest = _setup(shape, density, generator, device)
+    return _choose_links(out_f * in_f, k, generator=generator, device=work).to(dest)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

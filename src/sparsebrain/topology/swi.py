@@ -10,7 +10,17 @@ import math
 
 import torch
 
-__all__ = ["swi_"]
+__all__ = ["swi_", "swi_std"]
+
+
+def swi_std(density: float, fan_in: int) -> float:
+    """SWI's standard deviation ``sqrt(2 / (density * fan_in))``.
+
+    Example:
+        >>> swi_std(0.5, 16)
+        0.5
+    """
+    return math.sqrt(2.0 / (density * fan_in))
 
 
 @torch.no_grad()
@@ -37,9 +47,14 @@ def swi_(weight: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | 
     if tuple(mask.shape) != tuple(weight.shape):
         raise ValueError(f"mask must have the weight's shape {tuple(weight.shape)}, got {tuple(mask.shape)}")
     keep = mask.to(device=weight.device, dtype=torch.bool)
-    density = keep.float().mean().item()
+    links = int(keep.sum())
+    density = links / keep.numel()
     if density == 0.0:
         return weight.zero_()
-    std = math.sqrt(2.0 / (density * weight.shape[1]))
-    weight.normal_(0.0, std, generator=generator)
-    return weight.masked_fill_(~keep, 0.0)
+    std = swi_std(density, weight.shape[1])
+    # Only the links are drawn, in row-major order: a layer that stores just its links (CSR order is row-major)
+    # draws the same weights from the same generator, and the work grows with the links, not the layer.
+    values = torch.empty(links, dtype=weight.dtype, device=weight.device).normal_(0.0, std, generator=generator)
+    weight.zero_()
+    weight[keep] = values
+    return weight

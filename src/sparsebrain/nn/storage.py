@@ -1,0 +1,58 @@
+"""Which storage holds a sparse layer's links: the masked dense weight, or the links alone (compressed).
+
+``storage="auto"`` picks the compressed storage for an unstructured layer whose density is at most the break-even
+density of its device, where the compressed layer's training step becomes faster than the masked dense one
+(measured by ``benchmarks/sparse_linear.py``; see the README's storage table).
+
+Example:
+    >>> from sparsebrain.nn import SparseLinear
+    >>> storage_layer("auto", SparseLinear, structured=False, density=0.001, device=torch.device("cpu")).__name__
+    'CompressedSparseLinear'
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .layer import LAYERS, SparseLayer
+
+__all__ = ["BREAK_EVEN_DENSITY", "STORAGES", "check_storage", "storage_layer"]
+
+STORAGES = ("masked", "compressed", "auto")
+
+# The density below which a compressed layer's training step (forward and both gradients) beats the masked dense
+# layer's, per device type, from benchmarks/sparse_linear.py (CPU: 2 cores, fp32; CUDA: H200, bf16 autocast).
+BREAK_EVEN_DENSITY = {"cpu": 0.1, "cuda": 0.01}
+
+
+def check_storage(storage: str) -> str:
+    """``storage`` if it is one of :data:`STORAGES`, else ``ValueError`` naming the allowed values."""
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {', '.join(map(repr, STORAGES))}; got {storage!r}")
+    return storage
+
+
+def storage_layer(
+    storage: str, layer: type[SparseLayer], *, structured: bool, density: float, device: torch.device, name: str = ""
+) -> type[SparseLayer]:
+    """The layer class that holds a layer of ``density`` on ``device``: ``layer`` itself for ``"masked"``, the
+    compressed layer for ``"compressed"`` (or for ``"auto"`` below the device's break-even density).
+
+    Raises ``ValueError`` (naming the layer and the option) where the compressed storage cannot hold what the method
+    asks: an N:M pattern (``structured``), or a layer of another kind (dense master weights for STE).
+    """
+    check_storage(storage)
+    compressed = LAYERS.get("compressed")
+    if storage == "masked" or layer is compressed:
+        return layer
+    fits = not structured and layer is LAYERS.get("masked")
+    if storage == "auto":
+        return compressed if fits and density <= BREAK_EVEN_DENSITY.get(device.type, 0.0) else layer
+    where = f"layer {name!r}: " if name else ""
+    if structured:
+        raise ValueError(f"{where}storage='compressed' holds unstructured links; an N:M pattern needs storage='masked'")
+    if not fits:
+        raise ValueError(
+            f"{where}storage='compressed' replaces the masked layer, not {layer.__name__}; use storage='masked'"
+        )
+    return compressed
