@@ -89,3 +89,96 @@ def test_sampling_benchmark_times_removal_and_regrowth_against_the_target(tmp_pa
         assert len(row["ms_all"]) == 2 and row["ms_median"] > 0
         if not name.startswith("full_array"):
             assert row["target_ms"] == 5.0 and row["met"] == (row["ms_median"] <= 5.0)
+
+
+def test_sparse_linear_tiny_run_times_compressed_against_dense_in_the_same_run(tmp_path: Path) -> None:
+    report = _run("sparse_linear.py", ["--tiny"], tmp_path / "sl.json")
+    assert report["benchmark"] == "sparse_linear" and "--tiny" in report["command"]
+    settings = report["settings"]
+    assert settings["dtype"] == "fp32" and settings["masked"] is True and settings["repeats"] == 2
+    shapes, densities, tokens = settings["shapes"], settings["densities"], settings["tokens"]
+    assert shapes == [[256, 512]] and densities == [0.1, 0.01] and tokens == [64]
+
+    results = report["results"]
+    configs = [(r["shape"], r["tokens"], r["density"]) for r in results]
+    assert configs == [(s, t, d) for s in shapes for t in tokens for d in densities]  # every configuration
+    for r in results:
+        n_out, n_in = r["shape"]
+        assert r["links"] == round(r["density"] * n_out * n_in) and r["index_dtype"] == "int32"
+        for kind in ("compressed", "masked"):
+            row = r[kind]
+            for fig in ("fwd", "fwd_bwd"):
+                assert row[f"{fig}_ms"] > 0 and len(row[f"{fig}_ms_all"]) == 2 and min(row[f"{fig}_ms_all"]) > 0
+            assert row["peak_added_bytes_fwd_bwd"] is None  # no CUDA: no memory figure
+        assert r["dense"]["fwd_ms"] > 0 and r["dense"]["fwd_bwd_ms"] > 0  # dense, measured in this run
+        for fig in ("fwd", "fwd_bwd"):
+            assert abs(r["speedup"][fig] - r["dense"][f"{fig}_ms"] / r["compressed"][f"{fig}_ms"]) < 1e-9
+            assert r["masked_over_compressed"][fig] > 0
+        state = r["state_bytes"]
+        assert state["dense"]["weight"] == 4 * n_out * n_in * 4 and state["compressed"]["weight"] == 4 * r["links"] * 4
+        assert state["compressed"]["indices"] == 2 * r["links"] * 4 and state["masked"]["mask"] == n_out * n_in
+        ratio = r["state_ratio_vs_density_x_dense"]
+        assert abs(ratio["without_indices"] - 1) < 1e-3 and abs(ratio["with_indices"] - 1.5) < 1e-3
+        assert ratio["met"] is True and ratio["target_without_indices"] == 1.3
+    dense = report["dense"]
+    assert [(d["shape"], d["tokens"]) for d in dense] == [(s, t) for s in shapes for t in tokens]
+    assert all(d["before"]["fwd_bwd_ms"] > 0 and d["after"]["fwd_bwd_ms"] > 0 for d in dense)
+
+    (check,) = report["checks"]  # once per shape, on its first configuration
+    assert check["shape"] == [256, 512] and check["density"] == 0.1 and check["passed"] is True
+    assert set(check["max_abs_error"]) == {"y", "dx", "dw", "db"}
+    for key, err in check["max_abs_error"].items():
+        assert 0 <= err <= 1e-4 * max(1.0, check["max_magnitude"][key])  # fp32: rounding only
+
+    (be,) = report["break_even"]
+    assert be["shape"] == [256, 512] and be["tokens"] == 64 and "status" in be and "vs_masked" in be
+    if be["largest_faster_density"] is None:
+        assert be["break_even_density"] is None and be["status"].startswith("none in range")
+    else:
+        assert be["largest_faster_density"] in densities
+
+    targets = report["targets"]
+    assert [(t["shape"], t["tokens"], t["dtype"], t["density"], t["speedup_fwd_bwd"]) for t in targets] == [
+        ([8192, 8192], 16384, "bf16", 0.01, 2.0),
+        ([8192, 8192], 16384, "bf16", 0.001, 8.0),
+    ]
+    assert all(t["measured"] is None and t["reached"] is None for t in targets)  # not run here
+
+
+def test_sparse_linear_break_even_is_refined_between_the_bracketing_densities() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from sparse_linear import break_even
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    crossed = break_even([0.1, 0.01, 0.001], [0.5, 2.0, 8.0])
+    assert crossed["largest_faster_density"] == 0.01
+    assert abs(crossed["break_even_density"] - 10**-1.5) < 1e-12  # halfway in log density, log speedup -log 2 .. log 2
+    assert break_even([0.1, 0.01], [0.5, 0.9])["status"] == "none in range (dense faster)"
+    above = break_even([0.1, 0.01], [1.5, 3.0])
+    assert above["largest_faster_density"] == 0.1 and above["break_even_density"] is None
+    assert above["status"].startswith("none in range")
+
+
+def test_wide_mlp_tiny_run_times_masked_compressed_and_dense_steps(tmp_path: Path) -> None:
+    report = _run("wide_mlp.py", ["--tiny"], tmp_path / "mlp.json")
+    assert report["benchmark"] == "wide_mlp" and "--tiny" in report["command"]
+    settings = report["settings"]
+    assert settings["sizes"] == [784, 128, 128, 128, 10] and settings["density"] == 0.01 and settings["steps"] == 10
+    results = report["results"]
+    assert set(results) == {"masked", "compressed", "dense"}  # all three in the same run
+    for row in results.values():
+        assert row["step_ms_median"] > 0 and len(row["step_ms_all"]) == 10 and min(row["step_ms_all"]) > 0
+        assert row["final_loss"] > 0
+    # the three hidden layers sparse, the classifier dense
+    assert results["masked"]["sparse_layers"] == {"0": "SparseLinear", "2": "SparseLinear", "4": "SparseLinear"}
+    assert set(results["compressed"]["sparse_layers"].values()) == {"CompressedSparseLinear"}
+    assert results["dense"]["sparse_layers"] == {}
+    assert results["compressed"]["parameters"] < results["masked"]["parameters"] == results["dense"]["parameters"]
+    check = report["check"]
+    assert check["passed"] is True and check["max_relative_difference"] <= 1e-4
+    ratio = report["ratios"]["masked_over_compressed"]
+    assert abs(ratio - results["masked"]["step_ms_median"] / results["compressed"]["step_ms_median"]) < 1e-9
+    target = report["targets"]["masked_over_compressed"]
+    assert target["target"] == 5.0 and target["measured"] == ratio
+    assert target["reached"] is None  # the tiny model is not the target's configuration

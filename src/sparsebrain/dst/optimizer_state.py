@@ -32,11 +32,9 @@ def reset_state_(optimizer: torch.optim.Optimizer, param: Tensor, keep: Tensor |
     if not state:
         return
     if isinstance(keep, StateMoved):
-        found = keep.source >= 0
         for key, value in state.items():
             if torch.is_tensor(value) and value.shape == keep.old_shape and value.dim() > 0:
-                moved = value.reshape(-1)[keep.source.clamp(min=0)]
-                state[key] = moved.masked_fill_(~found, 0).view(param.shape)
+                state[key] = keep.apply(value).view(param.shape)
         return
     for value in state.values():
         if torch.is_tensor(value) and value.shape == param.shape:

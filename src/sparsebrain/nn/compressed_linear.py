@@ -25,7 +25,7 @@ _INT32_LIMIT = 2**31 - 1
 _INDEX_DTYPES = ("auto", "int32", "int64")
 
 
-def index_dtype_for(shape: tuple[int, int], nnz: int, index_dtype: str = "auto", *, name: str = "layer") -> torch.dtype:
+def index_dtype_for(shape: tuple[int, int], nnz: int, index_dtype: str = "auto", *, name: str = "") -> torch.dtype:
     """The dtype of a compressed layer's indices: int32 while its sides and link count fit in it, else int64.
 
     ``index_dtype``: ``"auto"``, or ``"int32"`` / ``"int64"`` to insist (``"int32"`` raises where it does not fit).
@@ -37,8 +37,9 @@ def index_dtype_for(shape: tuple[int, int], nnz: int, index_dtype: str = "auto",
     _check_names(index_dtype, "auto")
     fits = max(shape[0], shape[1], nnz) <= _INT32_LIMIT
     if index_dtype == "int32" and not fits:
+        where = f"layer {name!r}: " if name else ""
         raise ValueError(
-            f"{name}: shape {shape} with {nnz} links does not fit int32 indices; pass index_dtype='int64' (or 'auto')"
+            f"{where}shape {shape} with {nnz} links does not fit int32 indices; pass index_dtype='int64' (or 'auto')"
         )
     return torch.int64 if index_dtype == "int64" or not fits else torch.int32
 
@@ -153,7 +154,7 @@ class CompressedSparseLinear(SparseLayer):
         flat = layer._flat_links(mask).to(linear.weight.device)
         weight = linear.weight
         with torch.no_grad():
-            weight.data = weight.data.reshape(-1)[flat].clone()  # the same Parameter object, nnz entries now
+            _swap_data(weight, weight.data.reshape(-1)[flat].clone())  # the same Parameter object, nnz entries now
         layer.values = weight
         layer.bias = linear.bias
         layer._set_links(flat)
@@ -181,7 +182,7 @@ class CompressedSparseLinear(SparseLayer):
 
     def _set_links(self, flat: Tensor) -> None:
         """Makes the sorted flat positions ``flat`` (``row * in + col``) the links; drops the derived orders."""
-        dtype = index_dtype_for((self.out_features, self.in_features), flat.numel(), self.index_dtype, name="layer")
+        dtype = index_dtype_for((self.out_features, self.in_features), flat.numel(), self.index_dtype)
         rows, cols = flat.div(self.in_features, rounding_mode="floor"), flat.remainder(self.in_features)
         for name, t in (("rows", rows), ("cols", cols)):
             if name in self._buffers:
@@ -250,11 +251,13 @@ class CompressedSparseLinear(SparseLayer):
         if old.numel():  # where each new link was among the old ones (both sorted), or -1
             pos = torch.searchsorted(old, new).clamp_(max=old.numel() - 1)
             source = torch.where(old[pos] == new, pos, source)
-        old_shape = self.values.shape
-        kept = self.values.data[source.clamp(min=0)] if old.numel() else self.values.data.new_zeros(new.numel())
-        self.values.data = kept.masked_fill_(source < 0, 0)  # the same Parameter object; new links start at 0
+        moved = StateMoved(source, self.values.shape)
+        grad = self.values.grad
+        _swap_data(self.values, moved.apply(self.values.data))  # the same Parameter object; new links start at 0
+        if grad is not None:  # a gradient not yet cleared follows its links too (zero for new ones)
+            self.values.grad = moved.apply(grad)
         self._set_links(new)
-        return {"values": StateMoved(source, old_shape)}
+        return {"values": moved}
 
     def state_kept_at_sparsify(self) -> dict[str, Tensor | StateMoved]:
         # a fresh state: whatever an optimizer held for the dense weight does not carry over
@@ -279,7 +282,7 @@ class CompressedSparseLinear(SparseLayer):
     def to_linear(self) -> nn.Linear:
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
         with torch.no_grad():
-            self.values.data = self._dense(self.values.data)  # the same Parameter object, dense again
+            _swap_data(self.values, self._dense(self.values.data))  # the same Parameter object, dense again
         linear.weight = self.values
         linear.bias = self.bias
         return linear
@@ -294,7 +297,11 @@ class CompressedSparseLinear(SparseLayer):
         """
         row_ptr, cols, _ = self._csr()
         return torch.sparse_csr_tensor(
-            row_ptr.long(), cols.long(), self.values.detach().clone(), (self.out_features, self.in_features)
+            row_ptr.long(),
+            cols.long(),
+            self.values.detach().clone(),
+            (self.out_features, self.in_features),
+            check_invariants=True,
         )
 
     # ------------------------------------------------------------------------------------------------------------
@@ -360,11 +367,22 @@ class CompressedSparseLinear(SparseLayer):
             values = state_dict.get(prefix + "values")
             if values is not None and values.shape != self.values.shape:
                 with torch.no_grad():
-                    self.values.data = self.values.data.new_empty(values.shape)
+                    _swap_data(self.values, self.values.data.new_empty(values.shape))
             state_dict[prefix + "rows"], state_dict[prefix + "cols"] = self.rows, self.cols
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+
+def _swap_data(p: Tensor, values: Tensor) -> None:
+    """Makes ``values`` the data of the Parameter ``p`` (the same object, which optimizers hold), whatever its shape."""
+    if values.shape != p.shape:
+        # Autograd keeps a leaf's gradient accumulator, and the shape it checks gradients against, across .data
+        # swaps of one dtype and device (a graph still alive, e.g. the last loss, holds it): passing through
+        # another dtype makes autograd build a fresh accumulator for the new number of links.
+        other = torch.float64 if p.dtype != torch.float64 else torch.float32
+        p.data = torch.empty(0, dtype=other, device=p.device)
+    p.data = values
 
 
 def _checked_links(rows: Tensor, cols: Tensor, shape: tuple[int, int]) -> Tensor:

@@ -38,6 +38,18 @@ class StateMoved:
     source: Tensor
     old_shape: torch.Size
 
+    def apply(self, old: Tensor) -> Tensor:
+        """``old`` (of ``old_shape``) moved to the new entries: ``old.flatten()[source]``, 0 where ``source`` is -1.
+
+        Example:
+            >>> StateMoved(torch.tensor([1, -1]), torch.Size([2])).apply(torch.tensor([5.0, 7.0])).tolist()
+            [7.0, 0.0]
+        """
+        flat = old.reshape(-1)
+        if not flat.numel():
+            return flat.new_zeros(self.source.shape)
+        return flat[self.source.clamp(min=0)].masked_fill_(self.source < 0, 0)
+
 
 class SparseLayer(nn.Module):
     """A linear map ``y = x W^T + b`` over a sparse bipartite topology of shape ``(out_features, in_features)``.

@@ -175,18 +175,41 @@ def sparsify_(
             if linear.weight.is_meta:
                 raise ValueError(f"init {init!r} reads the weights, but layer {name!r} is on the meta device")
             kwargs["weight"] = linear.weight.detach()
-        if linear.weight.is_meta:
-            new = _materialised(linear, kind, init, init_fn, d, where, generator, options, kwargs)
-        else:
-            if linear.weight.device != where:
-                linear.to(where)
-            mask = init_fn(shape, d, generator=generator, device=where, **kwargs)
-            new = kind.from_linear(linear, mask, **options)
+        try:
+            if linear.weight.is_meta:
+                new = _materialised(linear, kind, init, init_fn, d, where, generator, options, kwargs)
+            else:
+                if linear.weight.device != where:
+                    linear.to(where)
+                mask = init_fn(shape, d, generator=generator, device=where, **kwargs)
+                new = kind.from_linear(linear, mask, **options)
+        except ValueError as e:  # e.g. a layer too large for int32 indices: say which
+            raise ValueError(f"layer {name!r}: {e}") from None
         if weight_init == "swi":
             new.init_sparse_weights_(generator)
         _set_submodule(model, name, new)
         out[name] = new
+    if target is not None:
+        _materialise_rest(model, target)
     return out
+
+
+def _materialise_rest(model: nn.Module, device: torch.device) -> None:
+    """Moves what is still on the meta device (the dense head, norms, embeddings) to ``device``, initialised by each
+    module's own ``reset_parameters``; a module on the meta device without one is refused by name."""
+    for name, module in model.named_modules():
+        if isinstance(module, SparseLayer):
+            continue
+        own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        if not any(t.is_meta for t in own):
+            continue
+        if not callable(getattr(module, "reset_parameters", None)):
+            raise ValueError(
+                f"module {name or type(module).__name__!r} is on the meta device and has no reset_parameters() to "
+                "initialise it on device=; materialise it yourself (to_empty, then your initialisation)"
+            )
+        module.to_empty(device=device, recurse=False)
+        module.reset_parameters()
 
 
 def _materialised(
