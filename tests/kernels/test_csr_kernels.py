@@ -43,7 +43,7 @@ def test_references_are_the_dense_products_at_the_links(out_f, in_f, tokens, den
     g = torch.Generator().manual_seed(1)
     x, dy = torch.randn(tokens, in_f, generator=g), torch.randn(tokens, out_f, generator=g)
     y = csr_reference.spmm_reference(values, row_ptr, cols, x.t(), out_f)
-    torch.testing.assert_close(y, x @ weight.t(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, weight @ x.t(), rtol=1e-5, atol=1e-5)
     dw = csr_reference.sddmm_reference(dy.t(), x.t(), rows, cols)
     torch.testing.assert_close(dw, (dy.t() @ x)[mask], rtol=1e-5, atol=1e-5)
 
@@ -67,11 +67,25 @@ def test_cpu_backend_matches_the_reference(out_f, in_f, tokens, density, dtype) 
     x_t, dy_t = torch.randn(in_f, tokens, generator=g).to(dtype), torch.randn(out_f, tokens, generator=g).to(dtype)
     y = csr_ops.spmm(values, row_ptr, cols, x_t, out_f, "torch_sparse")
     y_ref = csr_reference.spmm_reference(values, row_ptr, cols, x_t, out_f)
-    assert y.dtype == dtype and y.shape == (tokens, out_f)
+    assert y.dtype == dtype and y.shape == (out_f, tokens)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(y.float(), y_ref.float(), rtol=tol, atol=tol)
     s = csr_ops.sddmm(dy_t, x_t, rows, cols, row_ptr, "torch_sparse")
     torch.testing.assert_close(s, csr_reference.sddmm_reference(dy_t, x_t, rows, cols), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs a CUDA device and triton")
+@pytest.mark.parametrize("shape", [(1, 1), (3, 130), (1000, 77), (4096, 2048)])
+def test_cuda_transpose_is_torchs(shape) -> None:  # type: ignore[no-untyped-def]
+    x = torch.randn(*shape, device="cuda").to(torch.bfloat16)
+    t = csr_ops.transpose(x)
+    assert t.is_contiguous() and torch.equal(t, x.t())
+
+
+def test_transpose_of_a_transposed_view_is_free() -> None:
+    x = torch.randn(5, 3)
+    assert csr_ops.transpose(x.t()).data_ptr() == x.data_ptr()
+    assert torch.equal(csr_ops.transpose(x), x.t()) and csr_ops.transpose(x).is_contiguous()
 
 
 def test_backend_names_and_devices_are_checked() -> None:
@@ -88,7 +102,7 @@ def test_triton_kernels_in_the_interpreter_match_the_reference() -> None:
     script = Path(__file__).with_name("triton_interpreter.py")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("\n") == 10  # every case, both products
+    assert proc.stdout.count("\n") == 11  # every case, both products, and the transpose
 
 
 @pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs a CUDA device and triton")
@@ -105,7 +119,7 @@ def test_cuda_kernels_match_the_reference(out_f, in_f, tokens, density, dtype, i
     dy_t = torch.randn(out_f, tokens, generator=g, device="cuda").to(dtype)
     y = csr_ops.spmm(values, row_ptr, cols, x_t, out_f, "triton")
     y_ref = csr_reference.spmm_reference(values, row_ptr, cols, x_t, out_f)
-    assert y.dtype == dtype and y.shape == (tokens, out_f)
+    assert y.dtype == dtype and y.shape == (out_f, tokens)
     ulp = {torch.float32: 1e-5, torch.bfloat16: 2**-7, torch.float16: 2**-10}[dtype]
     torch.testing.assert_close(y.float(), y_ref.float(), rtol=ulp, atol=ulp)
     s = csr_ops.sddmm(dy_t, x_t, rows, cols, row_ptr, "triton")

@@ -1,7 +1,9 @@
 """The two products of a layer that stores only its links, on whichever kernels the device has.
 
-- ``spmm``: ``y[t, r] = sum_l values[l] * x_t[index[l], t]`` over the links ``l`` of row ``r`` (CSR order): the
-  forward ``Y = X W^T`` (rows of ``W``) and the input gradient ``dX = dY W`` (rows of ``W^T``, the CSC order).
+- ``spmm``: ``y_t[r, t] = sum_l values[l] * x_t[index[l], t]`` over the links ``l`` of row ``r`` (CSR order):
+  the forward ``Y^T = W X^T`` (rows of ``W``) and the input gradient ``dX^T = W^T dY^T`` (rows of ``W^T``, the CSC
+  order).
+- ``transpose``: between the token-major activations of a model and the feature-major ones the products read.
 - ``sddmm``: ``out[l] = sum_t a_t[rows[l], t] * b_t[index[l], t]``: the weight gradient at the links only.
 
 Activations are passed feature-major (``x_t``: ``(features, tokens)``). On CUDA the Triton kernels run
@@ -13,7 +15,7 @@ Example:
     >>> import torch
     >>> row_ptr, index, values = torch.tensor([0, 1, 2]), torch.tensor([1, 0]), torch.tensor([2.0, 3.0])
     >>> spmm(values, row_ptr, index, torch.tensor([[1.0], [10.0]]), 2).tolist()  # W = [[0, 2], [3, 0]], x = [1, 10]
-    [[20.0, 3.0]]
+    [[20.0], [3.0]]
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import Tensor
 
 from . import csr_reference
 
-__all__ = ["BACKENDS", "backend_for", "sddmm", "spmm"]
+__all__ = ["BACKENDS", "backend_for", "sddmm", "spmm", "transpose"]
 
 BACKENDS = ("auto", "triton", "torch_sparse", "reference")
 
@@ -72,8 +74,8 @@ def _warn_no_triton() -> None:
 
 
 def spmm(values: Tensor, row_ptr: Tensor, index: Tensor, x_t: Tensor, n_rows: int, backend: str = "auto") -> Tensor:
-    """``(tokens, n_rows)`` product of the CSR matrix ``(values, row_ptr, index)`` with the feature-major ``x_t``,
-    in ``x_t``'s dtype (float32 accumulation)."""
+    """``(n_rows, tokens)``: the CSR matrix ``(values, row_ptr, index)`` times the feature-major ``x_t``, in
+    ``x_t``'s dtype (float32 accumulation)."""
     chosen = backend_for(x_t.device, backend)
     if chosen == "triton":
         from . import csr_triton
@@ -85,8 +87,19 @@ def spmm(values: Tensor, row_ptr: Tensor, index: Tensor, x_t: Tensor, n_rows: in
             w = torch.sparse_csr_tensor(
                 row_ptr.to(index.dtype), index, values.float(), (n_rows, x_t.shape[0]), check_invariants=False
             )
-            return torch.sparse.mm(w, x_t.float()).t().to(x_t.dtype)
+            return torch.sparse.mm(w, x_t.float()).to(x_t.dtype)
     return csr_reference.spmm_reference(values, row_ptr, index, x_t, n_rows)
+
+
+def transpose(x: Tensor, backend: str = "auto") -> Tensor:
+    """``x.t()`` as a contiguous tensor (``x`` 2-D); a transposed view of a contiguous tensor costs nothing."""
+    if x.t().is_contiguous():
+        return x.t()
+    if backend_for(x.device, backend) == "triton":
+        from . import csr_triton
+
+        return csr_triton.transpose(x.contiguous())
+    return x.t().contiguous()
 
 
 def sddmm(a_t: Tensor, b_t: Tensor, rows: Tensor, index: Tensor, row_ptr: Tensor, backend: str = "auto") -> Tensor:

@@ -7,7 +7,7 @@ Example:
     >>> import torch
     >>> row_ptr, index, values = torch.tensor([0, 1, 2]), torch.tensor([1, 0]), torch.tensor([2.0, 3.0])
     >>> spmm_reference(values, row_ptr, index, torch.tensor([[1.0], [10.0]]), 2).tolist()
-    [[20.0, 3.0]]
+    [[20.0], [3.0]]
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def _rows_of(row_ptr: Tensor, nnz: int) -> Tensor:
 
 
 def spmm_reference(values: Tensor, row_ptr: Tensor, index: Tensor, x_t: Tensor, n_rows: int) -> Tensor:
-    """``y[t, r] = sum over links l of row r of values[l] * x_t[index[l], t]``, ``(tokens, n_rows)`` in ``x_t``'s
-    dtype, accumulated in float32."""
+    """``y_t[r, t] = sum over links l of row r of values[l] * x_t[index[l], t]``: feature-major ``(n_rows,
+    tokens)`` in ``x_t``'s dtype, accumulated in float32."""
     tokens = x_t.shape[1]
     nnz = index.numel()
     rows = _rows_of(row_ptr, nnz)
@@ -38,7 +38,7 @@ def spmm_reference(values: Tensor, row_ptr: Tensor, index: Tensor, x_t: Tensor, 
         sl = slice(start, start + step)
         contrib = values[sl].float()[:, None] * x_t[index[sl].long()].float()
         out.index_add_(0, rows[sl], contrib)
-    return out.t().to(x_t.dtype)
+    return out.to(x_t.dtype)
 
 
 def sddmm_reference(a_t: Tensor, b_t: Tensor, rows: Tensor, index: Tensor) -> Tensor:

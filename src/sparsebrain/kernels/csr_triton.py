@@ -6,7 +6,8 @@ token block before the next block (the row is the fast grid axis), so the activa
 token block of them, stay in L2 while all rows read them. Products run on the CUDA cores with float32 accumulation:
 an unstructured sparse row has no reuse for the tensor cores to exploit.
 
-- ``spmm``: ``y_t[r, t] = sum over links l of row r of values[l] * x_t[index[l], t]``.
+- ``spmm``: ``y_t[r, t] = sum over links l of row r of values[l] * x_t[index[l], t]``; each program runs one row
+  over a chunk of tokens, block by block.
 - ``sddmm``: ``out[l] = sum_t a_t[r, t] * b_t[index[l], t]`` for the links ``l`` of row ``r``; long token ranges
   are split into chunks whose partial sums are added atomically, so that every SM has work.
 
@@ -26,7 +27,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["sddmm", "spmm"]
+__all__ = ["sddmm", "spmm", "transpose"]
 
 
 def _configs(names: tuple[str, ...], choices: list[tuple[int, ...]]) -> list[triton.Config]:
@@ -35,8 +36,10 @@ def _configs(names: tuple[str, ...], choices: list[tuple[int, ...]]) -> list[tri
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # the CPU interpreter: no autotuning, first config
 _SPMM_CONFIGS = _configs(
-    ("BL", "BT"), [(16, 128, 4), (32, 128, 4), (16, 256, 4), (32, 256, 8), (8, 512, 4), (64, 64, 4)]
-)
+    ("BL", "BT", "TC"),
+    [(16, 128, 1024, 4), (32, 128, 1024, 4), (32, 64, 2048, 4), (16, 256, 2048, 8), (64, 64, 1024, 4),
+     (8, 512, 2048, 4), (16, 128, 4096, 4)],
+)  # fmt: skip
 _SDDMM_CONFIGS = _configs(
     ("BL", "BT", "TC"),
     [(16, 128, 1024, 4), (32, 128, 1024, 4), (32, 64, 2048, 4), (16, 256, 2048, 8), (64, 64, 1024, 4)],
@@ -55,21 +58,38 @@ def _fixed(configs: list[triton.Config]) -> dict[str, int]:
 
 
 @triton.jit
-def _spmm_kernel(values, row_ptr, index, x_t, y_t, n_rows, T, nnz_bucket, BL: tl.constexpr, BT: tl.constexpr):
+def _spmm_kernel(
+    values, row_ptr, index, x_t, y_t, n_rows, T, nnz_bucket, BL: tl.constexpr, BT: tl.constexpr, TC: tl.constexpr
+):
+    # one row, TC tokens in blocks of BT: the row's links are re-read per block from L1, the gathered activations
+    # of a token block are shared through L2 by every row
     r = tl.program_id(0)
-    t = tl.program_id(1).to(tl.int64) * BT + tl.arange(0, BT)
-    in_t = t < T
+    t_begin = tl.program_id(1).to(tl.int64) * TC
     start = tl.load(row_ptr + r).to(tl.int64)
     end = tl.load(row_ptr + r + 1).to(tl.int64)
-    acc = tl.zeros((BT,), dtype=tl.float32)
-    for l0 in range(start, end, BL):
-        link = l0 + tl.arange(0, BL)
-        on = link < end
-        k = tl.load(index + link, mask=on, other=0).to(tl.int64)
-        v = tl.load(values + link, mask=on, other=0.0).to(tl.float32)
-        xs = tl.load(x_t + k[:, None] * T + t[None, :], mask=on[:, None] & in_t[None, :], other=0.0)
-        acc += tl.sum(v[:, None] * xs.to(tl.float32), axis=0)
-    tl.store(y_t + r.to(tl.int64) * T + t, acc.to(y_t.dtype.element_ty), mask=in_t)
+    y_row = y_t + r.to(tl.int64) * T
+    for t0 in range(0, TC, BT):
+        t = t_begin + t0 + tl.arange(0, BT)
+        in_t = t < T
+        acc = tl.zeros((BT,), dtype=tl.float32)
+        for l0 in range(start, end, BL):
+            link = l0 + tl.arange(0, BL)
+            on = link < end
+            k = tl.load(index + link, mask=on, other=0).to(tl.int64)
+            v = tl.load(values + link, mask=on, other=0.0).to(tl.float32)
+            xs = tl.load(x_t + k[:, None] * T + t[None, :], mask=on[:, None] & in_t[None, :], other=0.0)
+            acc += tl.sum(v[:, None] * xs.to(tl.float32), axis=0)
+        tl.store(y_row + t, acc.to(y_t.dtype.element_ty), mask=in_t)
+
+
+@triton.jit
+def _transpose_kernel(x, out, M, N, BM: tl.constexpr, BN: tl.constexpr):
+    # out (N, M) = x (M, N) transposed, a tile at a time (the shuffle goes through shared memory)
+    i = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
+    j = tl.program_id(1).to(tl.int64) * BN + tl.arange(0, BN)
+    on = (i[:, None] < M) & (j[None, :] < N)
+    tile = tl.load(x + i[:, None] * N + j[None, :], mask=on)
+    tl.store(out + j[None, :] * M + i[:, None], tile, mask=on)
 
 
 @triton.jit
@@ -104,16 +124,27 @@ def _bucket(nnz: int, n_rows: int) -> int:
     return max(1, nnz // max(n_rows, 1)).bit_length()
 
 
+def transpose(x: Tensor) -> Tensor:
+    """``x.t().contiguous()`` for a contiguous 2-D CUDA ``x``, in tiles (several times faster than torch's copy)."""
+    if x.dim() != 2 or not x.is_contiguous():
+        raise ValueError("transpose takes a contiguous 2-D tensor")
+    M, N = x.shape
+    out = torch.empty(N, M, dtype=x.dtype, device=x.device)
+    if x.numel():
+        _transpose_kernel[(triton.cdiv(M, 64), triton.cdiv(N, 64))](x, out, M, N, BM=64, BN=64)
+    return out
+
+
 def spmm(values: Tensor, row_ptr: Tensor, index: Tensor, x_t: Tensor, n_rows: int) -> Tensor:
-    """``(tokens, n_rows)`` (a transposed view of a feature-major result) in ``x_t``'s dtype; ``x_t`` contiguous."""
+    """``(n_rows, tokens)`` (feature-major) in ``x_t``'s dtype; ``x_t`` contiguous ``(features, tokens)``."""
     _check(x_t, values, row_ptr, index)
     T = x_t.shape[1]
     y_t = torch.empty(n_rows, T, dtype=x_t.dtype, device=x_t.device)
     if n_rows and T:
-        grid = lambda m: (n_rows, triton.cdiv(T, m["BT"]))  # noqa: E731
+        grid = lambda m: (n_rows, triton.cdiv(T, m["TC"]))  # noqa: E731
         meta = _fixed(_SPMM_CONFIGS)
         _spmm[grid](values, row_ptr, index, x_t, y_t, n_rows, T, _bucket(index.numel(), n_rows), **meta)
-    return y_t.t()
+    return y_t
 
 
 def sddmm(a_t: Tensor, b_t: Tensor, row_ptr: Tensor, index: Tensor) -> Tensor:

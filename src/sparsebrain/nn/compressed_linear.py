@@ -60,26 +60,29 @@ class _LinkLinear(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, values: Tensor, layer: CompressedSparseLinear) -> Tensor:
         csr, csc = layer._csr(), layer._csc()
         ctx.layer, ctx.csr, ctx.csc, ctx.values_dtype = layer, csr, csc, values.dtype
-        ctx.save_for_backward(x, values)
-        return csr_ops.spmm(values, csr[0], csr[1], x.t(), layer.out_features, layer.backend)
+        x_t = csr_ops.transpose(x, layer.backend)  # feature-major, kept for the weight gradient instead of x
+        ctx.save_for_backward(x_t, values)
+        y_t = csr_ops.spmm(values, csr[0], csr[1], x_t, layer.out_features, layer.backend)
+        return csr_ops.transpose(y_t, layer.backend)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        x, values = ctx.saved_tensors
+        x_t, values = ctx.saved_tensors
         layer = ctx.layer
         row_ptr, cols, rows = ctx.csr
         col_ptr, csc_rows, perm = ctx.csc
-        grad_t = grad.t()
+        grad_t = csr_ops.transpose(grad, layer.backend)
         dx = dw = None
-        if ctx.needs_input_grad[0]:  # dX = dY W: the rows of W^T are W's links in column order
-            dx = csr_ops.spmm(values[perm], col_ptr, csc_rows, grad_t, layer.in_features, layer.backend)
+        if ctx.needs_input_grad[0]:  # dX^T = W^T dY^T: the rows of W^T are W's links in column order
+            dx_t = csr_ops.spmm(values[perm], col_ptr, csc_rows, grad_t, layer.in_features, layer.backend)
+            dx = csr_ops.transpose(dx_t, layer.backend)
         if ctx.needs_input_grad[1]:
             if layer._capture:  # a gradient-based rule scores every position: the dense gradient, this step only
-                dense = grad_t.float() @ x.float()
+                dense = grad_t.float() @ x_t.float().t()
                 layer._dense_grad = dense if layer._dense_grad is None else layer._dense_grad + dense
                 dw = dense[rows.long(), cols.long()].to(ctx.values_dtype)
             else:
-                dw = csr_ops.sddmm(grad_t, x.t(), rows, cols, row_ptr, layer.backend).to(ctx.values_dtype)
+                dw = csr_ops.sddmm(grad_t, x_t, rows, cols, row_ptr, layer.backend).to(ctx.values_dtype)
         return dx, dw, None
 
 
