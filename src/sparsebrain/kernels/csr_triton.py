@@ -37,8 +37,8 @@ def _configs(names: tuple[str, ...], choices: list[tuple[int, ...]]) -> list[tri
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # the CPU interpreter: no autotuning, first config
 _SPMM_CONFIGS = _configs(
     ("BL", "BT", "TC"),
-    [(16, 128, 1024, 4), (32, 128, 1024, 4), (32, 64, 2048, 4), (16, 256, 2048, 8), (64, 64, 1024, 4),
-     (8, 512, 2048, 4), (16, 128, 4096, 4)],
+    [(16, 128, 1024, 4), (32, 128, 1024, 8), (32, 64, 2048, 4), (16, 256, 2048, 8), (64, 64, 1024, 8),
+     (8, 512, 2048, 8), (16, 128, 4096, 4), (8, 256, 1024, 4), (4, 512, 2048, 4)],
 )  # fmt: skip
 _SDDMM_CONFIGS = _configs(
     ("BL", "BT", "TC"),
@@ -71,15 +71,17 @@ def _spmm_kernel(
     for t0 in range(0, TC, BT):
         t = t_begin + t0 + tl.arange(0, BT)
         in_t = t < T
-        acc = tl.zeros((BT,), dtype=tl.float32)
+        # products accumulate elementwise in a (BL, BT) tile, reduced over the links once per token block: a
+        # reduction per chunk would shuffle between threads at every step
+        acc = tl.zeros((BL, BT), dtype=tl.float32)
         for l0 in range(start, end, BL):
             link = l0 + tl.arange(0, BL)
             on = link < end
             k = tl.load(index + link, mask=on, other=0).to(tl.int64)
             v = tl.load(values + link, mask=on, other=0.0).to(tl.float32)
             xs = tl.load(x_t + k[:, None] * T + t[None, :], mask=on[:, None] & in_t[None, :], other=0.0)
-            acc += tl.sum(v[:, None] * xs.to(tl.float32), axis=0)
-        tl.store(y_row + t, acc.to(y_t.dtype.element_ty), mask=in_t)
+            acc += v[:, None] * xs.to(tl.float32)
+        tl.store(y_row + t, tl.sum(acc, axis=0).to(y_t.dtype.element_ty), mask=in_t)
 
 
 @triton.jit
@@ -105,14 +107,14 @@ def _sddmm_kernel(
         link = l0 + tl.arange(0, BL)
         on = link < end
         k = tl.load(index + link, mask=on, other=0).to(tl.int64)
-        acc = tl.zeros((BL,), dtype=tl.float32)
+        acc = tl.zeros((BL, BT), dtype=tl.float32)  # reduced over the tokens once, at the end
         for t0 in range(0, TC, BT):
             t = t_begin + t0 + tl.arange(0, BT)
             in_t = t < T
             a = tl.load(a_row + t, mask=in_t, other=0.0).to(tl.float32)
             b = tl.load(b_t + k[:, None] * T + t[None, :], mask=on[:, None] & in_t[None, :], other=0.0)
-            acc += tl.sum(b.to(tl.float32) * a[None, :], axis=1)
-        tl.atomic_add(out + link, acc, mask=on)
+            acc += b.to(tl.float32) * a[None, :]
+        tl.atomic_add(out + link, tl.sum(acc, axis=1), mask=on)
 
 
 _spmm = _tuned(_spmm_kernel, _SPMM_CONFIGS)
