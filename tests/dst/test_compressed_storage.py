@@ -119,9 +119,8 @@ def test_fsdp2_strategy_refuses_compressed_layers() -> None:
 def test_a_model_on_the_meta_device_is_materialised_with_only_its_links() -> None:
     with torch.device("meta"):
         model = torch.nn.Sequential(torch.nn.Linear(300, 400), torch.nn.ReLU(), torch.nn.Linear(400, 10))
-    opt_model = model
     sp = sb.DynamicSparsifier(
-        opt_model, None, method="set", density=0.01, total_steps=20, update_interval=5, storage="compressed",
+        model, None, method="set", density=0.01, total_steps=20, update_interval=5, storage="compressed",
         device="cpu", seed=3, weight_init="keep",
     )  # fmt: skip
     layer = sp.layers["0"]

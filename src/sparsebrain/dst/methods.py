@@ -64,18 +64,10 @@ class MethodConfig:
     options: dict[str, Any] = field(default_factory=dict)  # rule options, e.g. {"mest_lambda": 0.01}
 
     def _validate_storage(self, layer: type, structured: bool) -> None:
-        from ..nn import LAYERS
-        from ..nn.storage import check_storage
+        from ..nn.storage import check_compressible, check_storage
 
-        check_storage(self.storage)
-        if self.storage != "compressed":
-            return
-        if structured:
-            raise ValueError(
-                f"storage='compressed' holds unstructured links; pattern={self.pattern!r} needs storage='masked'"
-            )
-        if layer is not LAYERS.get("masked"):
-            raise ValueError(f"storage='compressed' replaces the masked layer, not layer={self.layer!r}")
+        if check_storage(self.storage) == "compressed":
+            check_compressible(layer, structured=structured)
 
     def validate(self) -> MethodConfig:
         """Checks every field, raising ``ValueError`` that names the field and the allowed values."""

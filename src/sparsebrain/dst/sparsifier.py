@@ -517,19 +517,19 @@ class DynamicSparsifier:
     def _check_existing_layers(self) -> None:
         """Layers already in the model must be the method's kind of layer, and satisfy its constraint."""
         cfg = self.config
-        kind = LAYERS.get(cfg.layer)
-        compressed = LAYERS.get("compressed")
+        kind, compressed = LAYERS.get(cfg.layer), LAYERS.get("compressed")
+        # a masked method may find its links held compressed, unless it asks for the masked storage
+        kinds = (kind, compressed) if kind is LAYERS.get("masked") and cfg.storage != "masked" else (kind,)
         for name, layer in self.layers.items():
-            if isinstance(layer, compressed) and kind is LAYERS.get("masked"):
-                if cfg.storage == "masked":
-                    raise ValueError(
-                        f"layer {name!r} is a CompressedSparseLinear (it holds only its links), but the method's "
-                        "storage is 'masked': pass storage='compressed' (or 'auto')"
-                    )
-            elif not isinstance(layer, kind):
+            if not isinstance(layer, kinds):
+                hint = (
+                    ", which holds only its links: pass storage='compressed' (or 'auto')"
+                    if isinstance(layer, compressed)
+                    else ""
+                )
                 raise ValueError(
-                    f"method {cfg.name!r} needs {kind.__name__} layers (layer={cfg.layer!r}); layer {name!r} is "
-                    f"{type(layer).__name__}"
+                    f"method {cfg.name!r} needs {kind.__name__} layers (layer={cfg.layer!r}, storage="
+                    f"{cfg.storage!r}); layer {name!r} is {type(layer).__name__}{hint}"
                 )
             if not self.constraint.allows(layer.topology()):
                 raise ValueError(

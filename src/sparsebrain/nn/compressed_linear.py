@@ -312,8 +312,9 @@ class CompressedSparseLinear(SparseLayer):
     def forward(self, x: Tensor) -> Tensor:
         device = x.device.type
         values = self.values
-        if _autocast_dtype(device) is not None:  # products in the autocast dtype, accumulated in float32
-            x = x.to(_autocast_dtype(device))
+        compute = _autocast_dtype(device)
+        if compute is not None:  # products in the autocast dtype, accumulated in float32
+            x = x.to(compute)
         elif x.dtype != values.dtype:
             raise RuntimeError(
                 f"CompressedSparseLinear: input dtype {x.dtype} differs from the weights' {values.dtype} "
@@ -333,12 +334,7 @@ class CompressedSparseLinear(SparseLayer):
         )
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"] = {}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        return {**super().__getstate__(), "_cache": {}}  # the derived orders are rebuilt on first use
 
     def _hook_gradient(self) -> None:  # nothing to mask: off-topology weights do not exist
         pass
@@ -350,12 +346,11 @@ class CompressedSparseLinear(SparseLayer):
         shape = (self.out_features, self.in_features)
         if prefix + "mask" in state_dict and prefix + "weight" in state_dict:
             mask, weight = state_dict.pop(prefix + "mask"), state_dict.pop(prefix + "weight")
-            if tuple(mask.shape) != shape:
-                error_msgs.append(
-                    f"sparse layer {prefix[:-1]!r}: the loaded mask has shape {tuple(mask.shape)}, expected {shape}"
-                )
+            try:
+                flat = self._flat_links(mask)
+            except ValueError as e:
+                error_msgs.append(f"sparse layer {prefix[:-1]!r}: {e}")
                 return
-            flat = mask.reshape(-1).nonzero().squeeze(1)
             state_dict[prefix + "values"] = weight.reshape(-1)[flat]
             state_dict[prefix + "rows"] = flat.div(self.in_features, rounding_mode="floor")
             state_dict[prefix + "cols"] = flat.remainder(self.in_features)

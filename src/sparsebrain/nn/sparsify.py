@@ -177,7 +177,7 @@ def sparsify_(
             kwargs["weight"] = linear.weight.detach()
         try:
             if linear.weight.is_meta:
-                new = _materialised(linear, kind, init, init_fn, d, where, generator, options, kwargs)
+                new = _materialised(linear, kind, init_fn, d, where, generator, options, kwargs)
             else:
                 if linear.weight.device != where:
                     linear.to(where)
@@ -215,7 +215,6 @@ def _materialise_rest(model: nn.Module, device: torch.device) -> None:
 def _materialised(
     linear: nn.Linear,
     kind: type[SparseLayer],
-    init: str | Callable[..., torch.Tensor],
     init_fn: Callable[..., torch.Tensor],
     density: float,
     device: torch.device,
@@ -224,31 +223,24 @@ def _materialised(
     init_kwargs: Mapping[str, Any],
 ) -> SparseLayer:
     """The sparse layer of a meta ``linear`` on ``device``, with ``nn.Linear``'s initialisation at its links."""
+    from ..topology.initial import er
+
+    shape = (linear.out_features, linear.in_features)
+
+    def mask() -> torch.Tensor:
+        return init_fn(shape, density, generator=generator, device=device, **init_kwargs)
+
     compressed = LAYERS.get("compressed")
-    dtype = linear.weight.dtype
-    if kind is compressed:
-        links: dict[str, Any] = {"density": density} if init == "er" and not init_kwargs else {}
-        if not links:
-            links["mask"] = init_fn(
-                (linear.out_features, linear.in_features), density, generator=generator, device=device, **init_kwargs
-            )
+    if kind is compressed:  # er's links are drawn directly; any other init builds its bool mask first
+        links = {"density": density} if init_fn is er and not init_kwargs else {"mask": mask()}
         return compressed(
-            linear.in_features,
-            linear.out_features,
-            linear.bias is not None,
-            device=device,
-            dtype=dtype,
-            generator=generator,
-            **links,
-            **options,
-        )
+            linear.in_features, linear.out_features, linear.bias is not None, device=device,
+            dtype=linear.weight.dtype, generator=generator, **links, **options,
+        )  # fmt: skip
     # a masked storage holds the dense weight anyway: materialise it, then mask it
     linear.to_empty(device=device)
     linear.reset_parameters()
-    mask = init_fn(
-        (linear.out_features, linear.in_features), density, generator=generator, device=device, **init_kwargs
-    )
-    return kind.from_linear(linear, mask, **options)
+    return kind.from_linear(linear, mask(), **options)
 
 
 def sparsify_nm_(

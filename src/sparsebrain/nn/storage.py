@@ -16,7 +16,7 @@ import torch
 
 from .layer import LAYERS, SparseLayer
 
-__all__ = ["BREAK_EVEN_DENSITY", "STORAGES", "check_storage", "storage_layer"]
+__all__ = ["BREAK_EVEN_DENSITY", "STORAGES", "check_compressible", "check_storage", "storage_layer"]
 
 STORAGES = ("masked", "compressed", "auto")
 
@@ -47,14 +47,21 @@ def storage_layer(
     compressed = LAYERS.get("compressed")
     if storage == "masked" or layer is compressed:
         return layer
-    fits = not structured and layer is LAYERS.get("masked")
     if storage == "auto":
+        fits = not structured and layer is LAYERS.get("masked")
         return compressed if fits and density <= BREAK_EVEN_DENSITY.get(device.type, 0.0) else layer
+    check_compressible(layer, structured=structured, name=name)
+    return compressed
+
+
+def check_compressible(layer: type[SparseLayer], *, structured: bool, name: str = "") -> None:
+    """Raises ``ValueError`` (naming the layer and the option) where ``storage="compressed"`` cannot hold what a
+    method asks: an N:M pattern (``structured``), or a layer other than the masked one (STE's dense master weights).
+    """
     where = f"layer {name!r}: " if name else ""
     if structured:
         raise ValueError(f"{where}storage='compressed' holds unstructured links; an N:M pattern needs storage='masked'")
-    if not fits:
+    if layer is not LAYERS.get("masked") and layer is not LAYERS.get("compressed"):
         raise ValueError(
             f"{where}storage='compressed' replaces the masked layer, not {layer.__name__}; use storage='masked'"
         )
-    return compressed

@@ -95,22 +95,17 @@ def _choose_mask(n: int, k: int, *, generator: torch.Generator | None, device: t
 
 
 def _choose(n: int, k: int, *, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """``k`` distinct indices drawn uniformly from ``range(n)``, sorted, as a long tensor."""
-    return _choose_mask(n, k, generator=generator, device=device).nonzero().squeeze(1)
+    """``k`` distinct indices drawn uniformly from ``range(n)``, sorted (long): :func:`_choose_mask`'s subset.
 
-
-def _choose_links(n: int, k: int, *, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """:func:`_choose`'s k-subset (the same one, from the same draws), found without a length-``n`` tensor.
-
-    The draws and their order are :func:`_choose_mask`'s; the distinct draws are kept sorted (``unique``) instead of
-    marked, so the work and memory grow with ``k``, not ``n`` (above density 1/2, where the complement is drawn, a
-    length-``n`` mask is built after all).
+    The draws and their order are :func:`_choose_mask`'s, so the same generator state gives the same subset; the
+    distinct draws are kept sorted (``unique``) instead of marked, so the work and memory grow with ``k``, not ``n``
+    (above density 1/2, where the complement is drawn, a length-``n`` mask is built after all).
     """
     if n <= _SMALL:
         return torch.randperm(n, generator=generator, device=device)[:k].sort().values
     if 2 * k > n:
         keep = torch.ones(n, dtype=torch.bool, device=device)
-        keep[_choose_links(n, n - k, generator=generator, device=device)] = False
+        keep[_choose(n, n - k, generator=generator, device=device)] = False
         return keep.nonzero().squeeze(1)
     chosen = torch.zeros(0, dtype=torch.long, device=device)
     while chosen.numel() < k:
@@ -121,7 +116,7 @@ def _choose_links(n: int, k: int, *, generator: torch.Generator | None, device: 
     count = chosen.numel()
     if count > k:
         keep = torch.ones(count, dtype=torch.bool, device=device)
-        keep[_choose_links(count, count - k, generator=generator, device=device)] = False
+        keep[_choose(count, count - k, generator=generator, device=device)] = False
         chosen = chosen[keep]
     return chosen
 
@@ -180,7 +175,7 @@ def er_links(
         1000
     """
     out_f, in_f, k, work, dest = _setup(shape, density, generator, device)
-    return _choose_links(out_f * in_f, k, generator=generator, device=work).to(dest)
+    return _choose(out_f * in_f, k, generator=generator, device=work).to(dest)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
