@@ -135,6 +135,8 @@ def test_a_model_on_the_meta_device_is_materialised_with_only_its_links() -> Non
         with torch.device("meta"):
             meta = torch.nn.Sequential(torch.nn.Linear(30, 40), torch.nn.Linear(40, 2))
         sb.sparsify_(meta, 0.1, storage="compressed")
+    with pytest.raises(ValueError, match="the model is on the meta device: pass device="):
+        sb.DynamicSparsifier(meta, None, method="set", density=0.1, total_steps=10, storage="compressed")
 
 
 def test_auto_storage_picks_compressed_below_the_break_even_density() -> None:

@@ -193,6 +193,9 @@ class DynamicSparsifier:
                 check_no_empty_layer(names, shapes, self.density, cfg.allocation)
             self._check_optimizer(chosen)
             if not existing:
+                where = torch.device(device) if device is not None else next(model.parameters()).device
+                if where.type == "meta":
+                    raise ValueError("the model is on the meta device: pass device= (where its sparse layers live)")
                 self.layers = sparsify_(
                     model,
                     cfg.initial_density if cfg.initial_density is not None else self.density,
@@ -205,7 +208,7 @@ class DynamicSparsifier:
                     allocation=cfg.allocation,
                     weight_init=cfg.weight_init,
                     skip_incompatible=cfg.skip_incompatible,
-                    generator=self._generator(torch.device(device) if device else next(model.parameters()).device),
+                    generator=self._generator(where),
                     storage=cfg.storage,
                     device=device,
                 )
