@@ -138,6 +138,7 @@ class Run:
                 total_steps=args.total_steps,
                 update_interval=args.steps,
                 seed=args.seed,
+                storage=args.storage,
             )
         self.gen = torch.Generator(device=device).manual_seed(args.seed)
 
@@ -372,6 +373,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
+        "--storage", default="masked", choices=["masked", "compressed", "auto"], help="how sparse layers hold links"
+    )
+    ap.add_argument(
         "--tiny", action="store_true", help="a 2-layer dim-64 model, small batch, few steps (CPU smoke run)"
     )
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/dst_overhead_<device>.json)")
@@ -477,6 +481,7 @@ def main(argv: list[str] | None = None) -> None:
         "steps_run_per_configuration": (args.windows + 1) * args.steps,
         "sync_warmup_steps": min(WARMUP_STEPS, args.steps // 2),
         "seed": args.seed,
+        "storage": args.storage,
         "tiny": args.tiny,
         "cpu_threads": torch.get_num_threads(),
         "seconds": time.perf_counter() - t_start,

@@ -132,8 +132,10 @@ def test_soft_selection_on_cuda_equals_the_full_array_selection() -> None:
     grown = select_regrowth(scores, ~mask, 200_000, "multinomial", torch.Generator(device="cuda").manual_seed(2))
     assert int(grown.sum()) == 200_000 and not bool((grown & mask).any())
     s = scores.reshape(-1)
-    U = torch.rand(mask.shape, generator=torch.Generator(device="cuda").manual_seed(2), device="cuda").reshape(-1)
-    U = U.clamp(min=torch.finfo(torch.float32).tiny, max=1 - 2**-25)
+    from sparsebrain.topology.sampling import draw_seeds, positional_uniform
+
+    seed = draw_seeds(torch.Generator(device="cuda").manual_seed(2), 2)[0]
+    U = positional_uniform(seed, torch.arange(mask.numel(), device="cuda"))
     frechet = (s.log() - U.log().neg().log()).masked_fill(mask.reshape(-1), -torch.inf)  # same order as the keys
     ref = torch.zeros(mask.numel(), dtype=torch.bool, device="cuda")
     ref[torch.topk(frechet, 200_000).indices] = True
@@ -162,3 +164,60 @@ def test_autocast_gradient_of_a_sparse_layer_is_the_dense_one_masked() -> None:
         loss.backward()
     assert torch.count_nonzero(sparse.weight.grad[~mask]) == 0
     torch.testing.assert_close(sparse.weight.grad, dense.weight.grad * mask, rtol=2e-2, atol=1e-2)
+
+
+def test_positional_uniforms_are_the_same_on_cuda_and_cpu() -> None:
+    from sparsebrain.topology.sampling import positional_uniform
+
+    index = torch.cat([torch.arange(100000), torch.arange(2**32 - 5000, 2**32)])
+    seed = torch.tensor(987654321987)
+    assert torch.equal(positional_uniform(seed.cuda(), index.cuda()).cpu(), positional_uniform(seed, index))
+
+
+@pytest.mark.parametrize("ch2", [True, False])
+def test_l3n_tiles_from_the_links_on_cuda_equal_the_dense_predictor(ch2: bool) -> None:
+    from sparsebrain.topology.link_prediction import ch2_l3n, ch3_l3n, l3n_tiles
+    from sparsebrain.topology.links import Links
+
+    mask = (torch.rand(700, 900, generator=torch.Generator().manual_seed(4)) < 0.03).cuda()
+    ref = (ch2_l3n if ch2 else ch3_l3n)(mask, precision="dtype")
+    got = torch.zeros_like(ref)
+    for lo, hi, tile in l3n_tiles(Links.from_mask(mask), ch2=ch2, tile_elems=50000):  # the Triton kernels
+        got[lo:hi] = tile
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["set", "rigl", "chts"])
+def test_links_only_update_on_cuda_keeps_invariants(method: str) -> None:
+    from sparsebrain.dst import regrowth
+    from sparsebrain.topology import link_prediction
+
+    model = torch.nn.Sequential(
+        sb.CompressedSparseLinear(512, 1024, density=0.02, device="cuda"),
+        torch.nn.ReLU(),
+        sb.CompressedSparseLinear(1024, 512, density=0.02, device="cuda"),
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sp = sb.DynamicSparsifier(
+        model, opt, method=method, density=0.02, total_steps=40, update_interval=10, storage="compressed", seed=0
+    )
+    old_tiles = (link_prediction._DEFAULT_LINK_TILE_ELEMS, regrowth._GRADIENT_TILE_ELEMS)
+    link_prediction._DEFAULT_LINK_TILE_ELEMS = regrowth._GRADIENT_TILE_ELEMS = 1 << 16  # several tiles
+    try:
+        links = [m.nnz for m in sp.layers.values()]
+        for _ in range(30):
+            x = torch.randn(256, 512, device="cuda")
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(x).float().pow(2).mean()
+            loss.backward()
+            opt.step()
+            sp.step()
+            opt.zero_grad(set_to_none=True)
+    finally:
+        link_prediction._DEFAULT_LINK_TILE_ELEMS, regrowth._GRADIENT_TILE_ELEMS = old_tiles
+    assert sp.stats()["updates"] == 3
+    for layer, n in zip(sp.layers.values(), links):
+        assert layer.nnz == n and layer.values.is_cuda
+        flat = layer.links().flat
+        assert bool((flat[1:] > flat[:-1]).all())  # distinct, sorted
+        assert sp.stats()["layers"]  # stats from the links

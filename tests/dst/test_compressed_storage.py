@@ -23,12 +23,18 @@ VARIANTS = [
 ]
 
 
-def _run(method: str, storage: str, optim: str, options: dict) -> tuple[list, torch.nn.Module, object, object]:  # type: ignore[type-arg]
+def _run(
+    method: str, storage: str, optim: str, options: dict, monkeypatch=None
+) -> tuple[list, torch.nn.Module, object, object]:  # type: ignore[no-untyped-def,type-arg]
+    """30 steps of the tiny MLP; the topology after each. ``monkeypatch``: no (out, in) tensor of a compressed layer
+    may be built after construction (the links are recorded instead of the masks)."""
     model = tiny_mlp(0)
     opt = make_optimizer(model, optim)
     sp = sb.DynamicSparsifier(
         model, opt, method=method, density=0.2, seed=0, total_steps=30, update_interval=3, storage=storage, **options
     )
+    if monkeypatch is not None:
+        _forbid_dense(monkeypatch)
     topologies = []
     for step in range(30):
         x, y = tiny_batch(step)
@@ -36,7 +42,10 @@ def _run(method: str, storage: str, optim: str, options: dict) -> tuple[list, to
         opt.step()
         sp.step()
         opt.zero_grad(set_to_none=True)
-        topologies.append({n: layer.topology().clone() for n, layer in sp.layers.items()})
+        if monkeypatch is None:
+            topologies.append({n: layer.topology().clone() for n, layer in sp.layers.items()})
+        else:
+            topologies.append({n: layer.links().flat.clone() for n, layer in sp.layers.items()})
     return topologies, model, opt, sp
 
 
@@ -149,3 +158,50 @@ def test_auto_storage_picks_compressed_below_the_break_even_density() -> None:
         assert type(layers["0"]) is kind
     nm = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 2))
     assert type(sb.sparsify_nm_(nm, "1:4")["0"]) is sb.SparseLinear
+
+
+def _forbid_dense(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Makes every (out, in) tensor of a compressed layer an error, and every tile smaller than the tiny layers."""
+    from sparsebrain.dst import regrowth
+    from sparsebrain.topology import link_prediction
+    from sparsebrain.topology.links import Links
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("an (out, in) tensor of a compressed layer was built during training")
+
+    for name in ("topology", "dense_weight", "dense_grad"):
+        monkeypatch.setattr(sb.CompressedSparseLinear, name, refuse)
+    monkeypatch.setattr(Links, "to_mask", refuse)
+    monkeypatch.setattr(link_prediction, "_DEFAULT_LINK_TILE_ELEMS", 100)  # the 24 x 24 layers: 4 rows a tile
+    monkeypatch.setattr(regrowth, "_GRADIENT_TILE_ELEMS", 100)
+
+
+LINKS_ONLY = [(m, o) for m, o in VARIANTS if resolve_method(m).regrowth not in ("ch2_l3p", "ch3_l3p")]
+
+
+@pytest.mark.parametrize(("method", "options"), LINKS_ONLY, ids=[f"{m}{o or ''}" for m, o in LINKS_ONLY])
+def test_updates_of_compressed_layers_build_no_dense_tensor(method: str, options: dict, monkeypatch) -> None:  # type: ignore[no-untyped-def,type-arg]
+    topologies, _, _, sp = _run(method, "compressed", "adamw", options, monkeypatch)
+    stats = sp.stats()  # counted on the links too
+    assert stats["updates"] == (7 if resolve_method(method).dynamic else 0)
+    for name, layer in sp.layers.items():
+        assert stats["layers"][name]["links"] == layer.nnz
+        if resolve_method(method).dynamic and resolve_method(method).regrowth is not None:
+            assert not torch.equal(topologies[-1][name], topologies[0][name]), name  # the topology moved
+
+
+# Rules whose scores are exact in any tiling (uniform draws, gradients summed in one order per entry): the tiled,
+# links-only update picks what the masked storage picks
+TILE_EXACT = ["set", "mest", "rigl", "granet", "gmp", "static"]
+
+
+@pytest.mark.parametrize("method", TILE_EXACT)
+def test_tiled_links_only_updates_follow_the_masked_trajectory(method: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    masked, *_ = _run(method, "masked", "sgd", {})
+    from sparsebrain.dst import regrowth
+
+    monkeypatch.setattr(regrowth, "_GRADIENT_TILE_ELEMS", 100)
+    compressed, *_ = _run(method, "compressed", "sgd", {})
+    for step, (a, b) in enumerate(zip(masked, compressed)):
+        for name in a:
+            assert torch.equal(a[name], b[name]), f"step {step}, layer {name}: the topologies differ"

@@ -71,15 +71,13 @@ def test_survivor_boost_keeps_as_many_survivors_as_any_pattern_allows(method: st
     model, opt, sp = _setup(method, zeta=0.4)
     n, _ = sp.config.nm
     seen: list[torch.Tensor] = []
-    real_keep_top = engine.keep_top
+    real_request = engine.Regrowth
 
-    def spy(scores, mask, k, count=None):  # type: ignore[no-untyped-def]
-        assert count is None or count == int(mask.sum())  # a count passed on is exact
-        out = real_keep_top(scores, mask, k, count=count)
-        seen.append(out.clone())
-        return out
+    def spy(**fields):  # type: ignore[no-untyped-def]
+        seen.append(fields["kept"].clone())  # the survivors of removal, as regrowth gets them
+        return real_request(**fields)
 
-    monkeypatch.setattr(engine, "keep_top", spy)
+    monkeypatch.setattr(engine, "Regrowth", spy)
     train_steps(model, opt, sp, 0, 1)
     assert len(seen) == len(sp.layers)
     for survivors, (name, layer) in zip(seen, sp.layers.items()):

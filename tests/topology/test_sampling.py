@@ -9,7 +9,13 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from sparsebrain.topology.sampling import frechet_scores, uniform_scaled_topk, weighted_sample_without_replacement
+from sparsebrain.topology.sampling import (
+    draw_seeds,
+    frechet_scores,
+    positional_uniform,
+    uniform_scaled_topk,
+    weighted_sample_without_replacement,
+)
 
 
 def exact_subset_probabilities(weights: list[float], k: int, temperature: float) -> dict[int, float]:
@@ -68,8 +74,8 @@ def test_weighted_sample_is_topk_of_frechet_scores() -> None:
 def test_frechet_scores_formula_and_dtypes() -> None:
     w = torch.tensor([0.0, 0.5, 1.0, 4.0, 10.0])
     s = frechet_scores(w, 2.0, generator=torch.Generator().manual_seed(3))
-    U = torch.rand(5, generator=torch.Generator().manual_seed(3))
-    U = U.clamp(min=torch.finfo(torch.float32).tiny, max=1 - torch.finfo(torch.float32).eps / 2)
+    seed = draw_seeds(torch.Generator().manual_seed(3), 1)[0]
+    U = positional_uniform(seed, torch.arange(5))  # positional uniforms, never 0 or 1
     torch.testing.assert_close(s, w * (-U.log()) ** (-1 / 2.0), rtol=1e-5, atol=0.0)
     assert s[0] == 0 and s.dtype == torch.float32
     assert frechet_scores(w.double()).dtype == torch.float64
@@ -199,13 +205,15 @@ def test_cuda_tensors_and_generator() -> None:
 
 
 def _full_array_regrowth(scores, candidates, k, sampling, generator):  # type: ignore[no-untyped-def]
-    """The earlier selection: keys at every position (non-candidates -inf), one top-k over the whole array."""
-    from sparsebrain.topology.sampling import regrowth_keys
-
+    """The selection written out over the whole array: keys from the positional uniforms of every position
+    (non-candidates -inf), one top-k."""
     k = min(k, int(candidates.sum()))
     s = torch.nan_to_num(scores.float(), nan=0.0).clamp_min(0.0)
-    pos_key = regrowth_keys(s, sampling, generator).clamp_min(torch.finfo(torch.float32).tiny)
-    fill = -torch.rand(s.shape, generator=generator)
+    seeds = draw_seeds(generator, 2)
+    every = torch.arange(s.numel()).view(s.shape)
+    U, fill = positional_uniform(seeds[0], every), -positional_uniform(seeds[1], every)
+    pos_key = {"topk": s, "multinomial": s / (-U.log()), "uniform": s * U}[sampling]
+    pos_key = pos_key.clamp_min(torch.finfo(torch.float32).tiny)
     key = torch.where(candidates & (s > 0), pos_key, torch.where(candidates, fill, torch.full_like(s, -torch.inf)))
     out = torch.zeros(s.numel(), dtype=torch.bool)
     out[torch.topk(key.reshape(-1), k).indices] = True

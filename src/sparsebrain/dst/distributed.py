@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..nn.layer import SparseLayer
 from ..nn.sharding import full, is_sharded, local, local_view
+from ..topology.links import Links
 
 __all__ = ["DDP", "FSDP2", "Local", "Strategy", "strategy_for"]
 
@@ -34,9 +35,17 @@ def _initialized() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def _broadcast_masks(masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    out = {}
+def _broadcast_masks(masks: Mapping[str, Tensor | Links]) -> dict[str, Tensor | Links]:
+    out: dict[str, Tensor | Links] = {}
     for name, mask in masks.items():  # rank 0's topology is the topology
+        if isinstance(mask, Links):  # its number of links first, then the positions
+            n = torch.tensor([mask.count], dtype=torch.int64, device=mask.device)
+            torch.distributed.broadcast(n, src=0)
+            flat = mask.flat if int(n) == mask.count else mask.flat.new_empty(int(n))
+            flat = flat.clone()
+            torch.distributed.broadcast(flat, src=0)
+            out[name] = Links(flat, mask.shape)
+            continue
         buf = mask.to(torch.uint8)  # gloo broadcasts no bool
         torch.distributed.broadcast(buf, src=0)
         out[name] = buf.bool()
@@ -71,6 +80,10 @@ class Strategy:
     def dense_grad(self, name: str, layer: SparseLayer) -> Tensor | None:
         """The full dense ``(out, in)`` gradient of ``layer``, the same on every rank, or None if none was captured."""
         return layer.dense_grad()
+
+    def mean_(self, t: Tensor) -> Tensor:
+        """``t``, computed from this process's data, averaged over the processes in place (the same on every rank)."""
+        return t
 
     def full(self, t: Tensor) -> Tensor:
         """A layer tensor (weights) as a full tensor, the same on every rank."""
@@ -107,10 +120,11 @@ class DDP(Strategy):
 
     def dense_grad(self, name: str, layer: SparseLayer) -> Tensor | None:
         g = layer.dense_grad()
-        if g is not None:
-            torch.distributed.all_reduce(g)
-            g.div_(torch.distributed.get_world_size())
-        return g
+        return None if g is None else self.mean_(g)
+
+    def mean_(self, t: Tensor) -> Tensor:
+        torch.distributed.all_reduce(t)
+        return t.div_(torch.distributed.get_world_size())
 
 
 class FSDP2(Strategy):

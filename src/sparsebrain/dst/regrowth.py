@@ -1,7 +1,10 @@
 """Regrowth rules: each returns a non-negative score per position; the engine draws new links among non-links.
 
 Rules are registered functions ``fn(layer: LayerView, ctx: UpdateContext) -> Tensor (out, in)``, scored on the
-mask after removal. How the engine turns scores into links is the method's ``regrowth_sampling``: ``"topk"``
+mask after removal. On a layer that holds only its links the engine asks the rule's ``tiles(layer, ctx)`` instead,
+row tiles ``(lo, hi, scores[lo:hi])`` that it streams through (built-in rules have one; a rule without it is scored
+on the whole layer at once), and a rule marked ``uniform`` (random regrowth) is not scored at all: the engine draws
+positions. How the engine turns scores into links is the method's ``regrowth_sampling``: ``"topk"``
 (deterministic), ``"multinomial"`` (without replacement, proportional to score; CHTs) or ``"uniform"`` (top-k of
 score times U[0, 1]; CHTs24).
 """
@@ -13,8 +16,11 @@ from collections.abc import Callable
 from torch import Tensor
 
 from ..registry import Registry
-from ..topology.link_prediction import LINK_PREDICTORS
+from ..topology.link_prediction import LINK_PREDICTORS, l3n_tiles
+from ..topology.links import Links, ScoreTiles, dense_tiles, tile_rows
 from .context import LayerView, UpdateContext
+
+_GRADIENT_TILE_ELEMS = 1 << 26  # entries of one tile of the dense gradient of a layer that holds only its links
 
 __all__ = ["REGROWTHS", "RegrowthRule", "register_regrowth"]
 
@@ -41,8 +47,11 @@ def register_regrowth(name: str, *, needs_grad: bool = False) -> Callable[[Regro
 
 @register_regrowth("random")
 def random(layer: LayerView, ctx: UpdateContext) -> Tensor:
-    """SET: uniformly random new links."""
+    """SET: uniformly random new links (the engine draws positions: this scoring is for direct use)."""
     return ctx.rand_like(layer.mask)
+
+
+random.uniform = True  # type: ignore[attr-defined]
 
 
 @register_regrowth("gradient", needs_grad=True)
@@ -53,14 +62,39 @@ def gradient(layer: LayerView, ctx: UpdateContext) -> Tensor:
     return layer.grad.abs().float()
 
 
+def _gradient_tiles(layer: LayerView, ctx: UpdateContext) -> ScoreTiles:
+    """Row tiles of |dense gradient| from what the layer captured (its backward's dY and X), each averaged over
+    processes: the whole ``(out, in)`` gradient never exists."""
+    n_out = layer.shape[0]
+    step = tile_rows(layer.shape, _GRADIENT_TILE_ELEMS)
+    for lo in range(0, n_out, step):
+        hi = min(lo + step, n_out)
+        tile = layer.module.gradient_rows(lo, hi)
+        if tile is None:
+            raise RuntimeError(f"gradient regrowth for layer {layer.name!r} found no captured gradient")
+        yield lo, hi, layer.reduce(tile).abs_()
+
+
+gradient.tiles = _gradient_tiles  # type: ignore[attr-defined]
+
+
 def _link_predictor_rule(name: str) -> RegrowthRule:
     predictor = LINK_PREDICTORS.get(name)
 
     def rule(layer: LayerView, ctx: UpdateContext) -> Tensor:
         return predictor(layer.mask)
 
+    def tiles(layer: LayerView, ctx: UpdateContext) -> ScoreTiles:
+        links = layer.mask
+        assert isinstance(links, Links)
+        if name.endswith("_l3n"):
+            return l3n_tiles(links, ch2=name.startswith("ch2"))
+        # path-based predictors from the links are still to come: the layer's mask, one tile
+        return dense_tiles(lambda: predictor(links.to_mask()))
+
     rule.__name__ = name
     rule.__doc__ = f"Cannistraci-Hebb regrowth: scores from the {name.upper().replace('_', '-')} link predictor."
+    rule.tiles = tiles  # type: ignore[attr-defined]
     return rule
 
 

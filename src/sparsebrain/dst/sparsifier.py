@@ -5,7 +5,10 @@ N:M) turns the scores into the new mask; this engine does the rest: it conserves
 density schedule), has the layers rewire themselves (new weights at 0), resets optimizer state where links changed,
 applies active-neuron percolation, and keeps masks identical across processes through a distribution strategy. It
 never touches a layer's tensors: it reads each layer's topology and asks the layer to rewire
-(:class:`~sparsebrain.nn.SparseLayer`).
+(:class:`~sparsebrain.nn.SparseLayer`). A layer that holds only its links hands over
+:class:`~sparsebrain.topology.links.Links` instead of a mask, and the whole update then runs on index sets and row
+tiles of scores, never on an ``(out, in)`` tensor; the random numbers are positional, so it picks what the update of
+the same layer's mask picks.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from ..nn import LAYERS, SparseLayer
 from ..nn.layer import StateMoved
 from ..nn.sparsify import FilterFn, chosen_linears, sparse_layers, sparsify_
 from ..topology.allocation import check_no_empty_layer, link_counts
-from ..topology.constraints import Regrowth
+from ..topology.constraints import Regrowth, Unstructured
+from ..topology.links import Links, dense_tiles
 from ..topology.percolation import (
     Junction,
     active_neuron_fraction,
@@ -33,7 +37,7 @@ from ..topology.percolation import (
     layer_active_fraction,
     percolate,
 )
-from ..topology.sampling import keep_top, true_indices
+from ..topology.sampling import keep_top_active, true_indices
 from .context import LayerView, UpdateContext
 from .distributed import Strategy, strategy_for
 from .methods import MethodConfig, resolve_method
@@ -250,7 +254,7 @@ class DynamicSparsifier:
         self._param_names = self._parameter_names()
         if self._auto_strategy:
             self.strategy = strategy_for(self.model)
-        masks = self.strategy.agree_masks({n: m.topology() for n, m in self.layers.items()})
+        masks = self.strategy.agree_masks({n: self._topology(m) for n, m in self.layers.items()})
         with torch.no_grad():  # every rank's shard (or replica) off the agreed masks is zero, and its state too
             self._reset_optimizer_state({n: self.layers[n].rewire_(mask) for n, mask in masks.items()})
         self._bind(optimizer)
@@ -413,17 +417,29 @@ class DynamicSparsifier:
     # the topology update
 
     def _targets(self, density: float) -> dict[str, int]:
-        shapes = [tuple(m.topology().shape) for m in self.layers.values()]
+        shapes = [(m.out_features, m.in_features) for m in self.layers.values()]
         return dict(zip(self.layers, link_counts(self.config.allocation, shapes, density)))
+
+    @staticmethod
+    def _topology(layer: SparseLayer) -> Tensor | Links:
+        """The layer's links as the update works on them: :class:`Links` where the layer holds only its links (no
+        ``(out, in)`` tensor is built), else its bool mask."""
+        links = layer.links()
+        return links if links is not None else layer.topology()
 
     @torch.no_grad()
     def _update(self, step: int) -> None:
         """One topology update: removal, (percolation), regrowth under the constraint, and the layers' rewiring."""
         cfg = self.config
         self.strategy.check(self.layers)
-        weights = {n: self.strategy.full(m.dense_weight()) for n, m in self.layers.items()}  # what the rules see
+        old = {n: self._topology(m) for n, m in self.layers.items()}
+        held = [n for n, t in old.items() if isinstance(t, Links)]  # layers updated on their links alone, in order
+        weights = {n: self.strategy.full(m.dense_weight()) for n, m in self.layers.items() if n not in held}
+        values = {n: self.layers[n].link_values() for n in held}
         # max |w| is finite exactly when every weight is (NaN and inf propagate): one reduction per layer
-        largest = _to_host({n: torch.linalg.vector_norm(w.detach(), float("inf")) for n, w in weights.items()})
+        largest = _to_host(
+            {n: torch.linalg.vector_norm(w.detach(), float("inf")) for n, w in (weights | values).items() if w.numel()}
+        )
         for name, value in largest.items():
             if not math.isfinite(value):
                 raise FloatingPointError(
@@ -435,46 +451,77 @@ class DynamicSparsifier:
         zeta = ZETA_SCHEDULES.get(cfg.zeta_schedule)(p, cfg.zeta, 0.0)
         temperature = TEMPERATURE_SCHEDULES.get(cfg.temperature_schedule)(p, *cfg.temperature)
         targets = self._targets(self.scheduled_density(index))
-        grads = {n: g for n, m in self.layers.items() if (g := self.strategy.dense_grad(n, m)) is not None}
-        old = {n: m.topology().clone() for n, m in self.layers.items()}
+        grads = {
+            n: g for n, m in self.layers.items() if n not in held and (g := self.strategy.dense_grad(n, m)) is not None
+        }
+        link_grads = {n: self.strategy.mean_(g) for n in held if (g := self.layers[n].link_grad()) is not None}
         # Link counts are read once for every layer; after that the update knows them (selections are exact), so
         # the selections below find their indices without a host sync.
-        old_links: dict[str, int] = _to_host({n: o.sum() for n, o in old.items()})
+        old_links: dict[str, int] = _to_host({n: o.sum() for n, o in old.items() if n not in held})
+        old_links.update({n: old[n].count for n in held})
         score_stats: dict[str, Tensor] = {}
+        uniform = getattr(self._regrowth, "uniform", False) and isinstance(self.constraint, Unstructured)
 
         def ctx(name: str) -> UpdateContext:
             return UpdateContext(step, index, p, zeta, temperature, self._generator(old[name].device), cfg.options)
 
-        def view(name: str, mask: Tensor) -> LayerView:
-            return LayerView(name, self.layers[name], mask, grads.get(name), full_weight=weights[name])
+        def view(name: str, mask: Tensor | Links, count: int | None = None) -> LayerView:
+            v = LayerView(
+                name,
+                self.layers[name],
+                mask,
+                grads.get(name),
+                full_weight=weights.get(name),
+                link_grad=link_grads.get(name),
+                reduce=self.strategy.mean_,
+            )
+            if count is not None and not isinstance(mask, Links):  # the links' positions without a host sync
+                v.__dict__["_positions"] = true_indices(mask, count)
+            return v
 
-        def remove(name: str) -> tuple[Tensor, int]:
+        def keep(rule: Any, v: LayerView, k: int, c: UpdateContext) -> Tensor | Links:
+            """The ``k`` links of ``v`` that ``rule`` scores highest."""
+            scores = rule(v, c)
+            if scores.dim() == 2:  # a rule scoring the whole (out, in) layer
+                scores = scores.reshape(-1)[v.positions]
+            kept = keep_top_active(scores, k)
+            if isinstance(v.mask, Links):
+                return v.mask.keep(kept)
+            out = torch.zeros(v.mask.numel(), dtype=torch.bool, device=v.mask.device)
+            out[v.positions[kept]] = True
+            return out.view_as(v.mask)
+
+        def remove(name: str) -> tuple[Tensor | Links, int]:
             """The links kept and their number: pruned to the scheduled density first, then the zeta share by the
             removal rule."""
             mask, n_active = old[name], old_links[name]
             if n_active > targets[name]:  # the density schedule asks for fewer links
-                rule = self._density_removal(view(name, mask), ctx(name))
-                mask = keep_top(rule, mask, targets[name], count=n_active)
+                mask = keep(self._density_removal, view(name, mask, n_active), targets[name], ctx(name))
                 n_active = targets[name]
             n_remove = round(zeta * n_active) if self._regrowth is not None else 0
             if n_remove:
-                mask = keep_top(self._removal(view(name, mask), ctx(name)), mask, n_active - n_remove, count=n_active)
+                mask = keep(self._removal, view(name, mask, n_active), n_active - n_remove, ctx(name))
             return mask, n_active - n_remove
 
-        def regrow(name: str, kept: Tensor, kept_links: int | None, allowed: Tensor | None) -> Tensor:
+        def regrow(name: str, kept: Tensor | Links, kept_links: int | None, allowed: Any) -> Tensor | Links:
             if self._regrowth is None or not self.constraint.grows(kept, targets[name], kept_links):
                 return kept
             c = ctx(name)
-            scores = self._regrowth(view(name, kept), c)
-            n_absent = old[name].numel() - old_links[name]
-            if n_absent:  # statistics over all absent links, read in _commit's host sync
-                absent_scores = scores.reshape(-1)[true_indices(~old[name], n_absent)].float()
-                var, mean = torch.var_mean(absent_scores, correction=0)
-                score_stats[name] = torch.stack([mean, var])
+            scores = tiles = None
+            if name in held and not uniform:
+                tiles = self._tiles(view(name, kept), c)
+            elif not uniform:
+                scores = self._regrowth(view(name, kept), c)
+                n_absent = old[name].numel() - old_links[name]
+                if n_absent:  # statistics over all absent links, read in _commit's host sync
+                    absent_scores = scores.reshape(-1)[true_indices(~old[name], n_absent)].float()
+                    var, mean = torch.var_mean(absent_scores, correction=0)
+                    score_stats[name] = torch.stack([mean, var])
             request = Regrowth(
                 old=old[name],
                 kept=kept,
                 scores=scores,
+                tiles=tiles,
                 links=targets[name],
                 sampling=cfg.regrowth_sampling,
                 generator=c.generator,
@@ -488,25 +535,42 @@ class DynamicSparsifier:
 
         if self.junctions:  # percolation sees every layer: all removals come before any regrowth
             kept, _ = percolate({n: remove(n)[0] for n in self.layers}, self.junctions)
-            kept_links = _to_host({n: k.sum() for n, k in kept.items()})  # percolation cut an unknown number
+            kept_links = _to_host({n: k.sum() for n, k in kept.items() if n not in held})
+            kept_links.update({n: kept[n].count for n in held})  # percolation cut an unknown number
             allowed = self._alive_positions(kept)
             new = {n: regrow(n, kept[n], kept_links[n], allowed.get(n)) for n in self.layers}
         else:
             new = {n: regrow(n, *remove(n), None) for n in self.layers}
         self._commit(old, old_links, new, score_stats, index)
 
+    def _tiles(self, v: LayerView, c: UpdateContext) -> Any:
+        """The regrowth rule's scores of a layer holding its links, as a function giving row tiles."""
+        rule = self._regrowth
+        tiles = getattr(rule, "tiles", None)
+        if tiles is not None:
+            return lambda: tiles(v, c)
+        # a rule without a tiled form scores the whole layer: its (out, in) mask and scores, once
+        dense = LayerView(v.name, v.module, v.mask.to_mask(), v.grad, link_grad=v.link_grad, reduce=v.reduce)  # type: ignore[union-attr]
+        return lambda: dense_tiles(lambda: rule(dense, c))  # type: ignore[misc]
+
     def _commit(
         self,
-        old: Mapping[str, Tensor],
+        old: Mapping[str, Tensor | Links],
         old_links: Mapping[str, int],
-        masks: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor | Links],
         score_stats: Mapping[str, Tensor],
         index: int,
     ) -> None:
         """Makes ``masks`` the topology (as the strategy agrees), records the scores' statistics, counts the update."""
         masks = self.strategy.agree_masks(masks)
         kept: dict[str, dict[str, Tensor | StateMoved]] = {}
-        counts = _to_host({n: torch.stack([(old[n] & masks[n]).sum(), masks[n].sum()]) for n in old})
+
+        def stay_after(o: Tensor | Links, m: Tensor | Links) -> Tensor:
+            if isinstance(m, Links):
+                return torch.stack([m.contains(o.flat).sum(), torch.tensor(m.count, device=m.device)])  # type: ignore[union-attr]
+            return torch.stack([(o & m).sum(), m.sum()])  # type: ignore[operator]
+
+        counts = _to_host({n: stay_after(old[n], masks[n]) for n in old})
         stats = _to_host(score_stats)
         for name, layer in self.layers.items():
             stay, after = counts[name]
@@ -534,14 +598,14 @@ class DynamicSparsifier:
                     f"method {cfg.name!r} needs {kind.__name__} layers (layer={cfg.layer!r}, storage="
                     f"{cfg.storage!r}); layer {name!r} is {type(layer).__name__}{hint}"
                 )
-            if not self.constraint.allows(layer.topology()):
+            if not isinstance(self.constraint, Unstructured) and not self.constraint.allows(layer.topology()):
                 raise ValueError(
                     f"the mask of layer {name!r} (shape {tuple(layer.topology().shape)}) is not {self.constraint}, "
                     f"which method {cfg.name!r} needs"
                 )
 
-    def _alive_positions(self, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Per layer, the positions whose two endpoints are alive junction neurons (or in no junction)."""
+    def _alive_positions(self, masks: Mapping[str, Tensor | Links]) -> dict[str, tuple[Tensor | None, Tensor | None]]:
+        """Per layer, its rows and columns that are alive junction neurons (None: a side in no junction)."""
         rows: dict[str, Tensor] = {}
         cols: dict[str, Tensor] = {}
         for j in self.junctions:
@@ -550,13 +614,7 @@ class DynamicSparsifier:
                 rows[p] = alive if p not in rows else rows[p] & alive
             for c in j.consumers:
                 cols[c] = alive if c not in cols else cols[c] & alive
-        out = {}
-        for name in set(rows) | set(cols):
-            out_f, in_f = masks[name].shape
-            r = rows.get(name, torch.ones(out_f, dtype=torch.bool, device=masks[name].device))
-            c = cols.get(name, torch.ones(in_f, dtype=torch.bool, device=masks[name].device))
-            out[name] = r[:, None] & c[None, :]  # (out, in)
-        return out
+        return {name: (rows.get(name), cols.get(name)) for name in set(rows) | set(cols)}
 
     def _reset_optimizer_state(self, keep: Mapping[str, Mapping[str, Tensor | StateMoved]]) -> None:
         """Zeroes optimizer state (momentum, Adam moments, ...) of each layer's parameters where the layer says."""
@@ -578,9 +636,9 @@ class DynamicSparsifier:
         """
         layers: dict[str, Any] = {}
         links = total = 0
-        masks = {n: m.topology() for n, m in self.layers.items()}
+        masks = {n: self._topology(m) for n, m in self.layers.items()}
         for name, mask in masks.items():
-            n = int(mask.sum())
+            n = mask.count if isinstance(mask, Links) else int(mask.sum())
             a_in, a_out = layer_active_fraction(mask)
             last = {"removed": 0, "regrown": 0, "score_mean": None, "score_var": None, **self._last.get(name, {})}
             layers[name] = {

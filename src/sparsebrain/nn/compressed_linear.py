@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..kernels import csr_ops
+from ..topology.links import Links
 from .layer import LAYERS, SparseLayer, StateMoved
 
 __all__ = ["CompressedSparseLinear", "dense_from_links", "index_dtype_for"]
@@ -77,12 +78,11 @@ class _LinkLinear(torch.autograd.Function):
             dx_t = csr_ops.spmm(values[perm], col_ptr, csc_rows, grad_t, layer.in_features, layer.backend)
             dx = csr_ops.transpose(dx_t, layer.backend)
         if ctx.needs_input_grad[1]:
-            if layer._capture:  # a gradient-based rule scores every position: the dense gradient, this step only
-                dense = grad_t.float() @ x_t.float().t()
-                layer._dense_grad = dense if layer._dense_grad is None else layer._dense_grad + dense
-                dw = dense[rows.long(), cols.long()].to(ctx.values_dtype)
-            else:
-                dw = csr_ops.sddmm(grad_t, x_t, rows, cols, row_ptr, layer.backend).to(ctx.values_dtype)
+            dw = csr_ops.sddmm(grad_t, x_t, rows, cols, row_ptr, layer.backend)
+            if layer._capture:  # a gradient-based rule scores every position: keep what its tiles are made of
+                layer._captured.append((grad_t, x_t))
+                layer._link_grad = dw.clone() if layer._link_grad is None else layer._link_grad + dw
+            dw = dw.to(ctx.values_dtype)
         return dx, dw, None
 
 
@@ -174,7 +174,8 @@ class CompressedSparseLinear(SparseLayer):
         _check_names(index_dtype, backend)
         self.index_dtype, self.backend = index_dtype, backend
         self._capture = False
-        self._dense_grad: Tensor | None = None
+        self._captured: list[tuple[Tensor, Tensor]] = []  # (dY^T, X^T) of each backward since capture started
+        self._link_grad: Tensor | None = None
         self._cache: dict[str, tuple[Tensor, ...]] = {}
 
     def _flat_links(self, mask: Tensor) -> Tensor:
@@ -247,8 +248,15 @@ class CompressedSparseLinear(SparseLayer):
         return out.view(self.out_features, self.in_features)
 
     @torch.no_grad()
-    def rewire_(self, mask: Tensor) -> dict[str, Tensor | StateMoved]:
-        new = self._flat_links(mask).to(self.rows.device)
+    def rewire_(self, mask: Tensor | Links) -> dict[str, Tensor | StateMoved]:
+        if isinstance(mask, Links):
+            if mask.shape != (self.out_features, self.in_features):
+                raise ValueError(
+                    f"links of shape {mask.shape} for a layer of shape {(self.out_features, self.in_features)}"
+                )
+            new = mask.flat.to(self.rows.device)
+        else:
+            new = self._flat_links(mask).to(self.rows.device)
         old = self._flat()
         source = torch.full_like(new, -1)
         if old.numel():  # where each new link was among the old ones (both sorted), or -1
@@ -276,11 +284,32 @@ class CompressedSparseLinear(SparseLayer):
             self.values.normal_(0.0, swi_std(self.density, self.in_features), generator=generator)
 
     def capture_dense_grad_(self, on: bool) -> None:
+        # Not a dense gradient: the backward's dY^T and X^T, from which gradient_rows computes any tile of it
         self._capture = on
-        self._dense_grad = None
+        self._captured = []
+        self._link_grad = None
+
+    def link_grad(self) -> Tensor | None:
+        return self._link_grad
+
+    def gradient_rows(self, lo: int, hi: int) -> Tensor | None:
+        if not self._captured:
+            return None
+        tile = None
+        for grad_t, x_t in self._captured:
+            part = _mm_fp32(grad_t[lo:hi], x_t.t())
+            tile = part if tile is None else tile + part
+        return tile
 
     def dense_grad(self) -> Tensor | None:
-        return self._dense_grad
+        """The dense gradient, built from :meth:`gradient_rows` (an ``(out, in)`` tensor: the engine never asks)."""
+        return self.gradient_rows(0, self.out_features)
+
+    def links(self) -> Links:
+        return Links(self._flat(), (self.out_features, self.in_features))
+
+    def link_values(self) -> Tensor:
+        return self.values.detach()
 
     def to_linear(self) -> nn.Linear:
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
@@ -370,6 +399,14 @@ class CompressedSparseLinear(SparseLayer):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+
+
+def _mm_fp32(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` in float32: half-precision operands on CUDA multiply on the tensor cores into float32 (what a
+    masked layer's weight gradient under autocast computes), others are converted first."""
+    if a.dtype in (torch.bfloat16, torch.float16) and a.is_cuda and "dtype" in torch.ops.aten.mm.overloads():
+        return torch.ops.aten.mm.dtype(a, b, torch.float32)
+    return a.float() @ b.float()
 
 
 def _swap_data(p: Tensor, values: Tensor) -> None:

@@ -17,12 +17,15 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from ..topology.links import Links
 
 __all__ = ["LAYERS", "SparseLayer", "StateMoved"]
 
@@ -85,12 +88,32 @@ class SparseLayer(nn.Module):
         """The links the layer computes with: bool ``(out, in)``."""
         raise NotImplementedError
 
+    def links(self) -> Links | None:
+        """The links as :class:`~sparsebrain.topology.links.Links`, for a storage that holds only its links (the
+        engine then updates it without any ``(out, in)`` tensor); None: the engine works on :meth:`topology`."""
+        return None
+
+    def link_values(self) -> Tensor:
+        """The weights at the links, in the order of :meth:`links` (detached)."""
+        raise NotImplementedError(f"{type(self).__name__} does not hold its links")
+
+    def link_grad(self) -> Tensor | None:
+        """The gradient at the links collected since capture started (see :meth:`capture_dense_grad_`), or None."""
+        return None
+
+    def gradient_rows(self, lo: int, hi: int) -> Tensor | None:
+        """Rows ``lo .. hi - 1`` of the dense gradient collected since capture started, ``(hi - lo, in)``, or None:
+        how gradient-based regrowth scores a layer that holds only its links, a tile at a time."""
+        return None
+
     def dense_weight(self) -> Tensor:
         """The weights as a detached ``(out, in)`` tensor (what magnitude-based rules score)."""
         raise NotImplementedError
 
-    def rewire_(self, mask: Tensor) -> dict[str, Tensor | StateMoved]:
+    def rewire_(self, mask: Tensor | Links) -> dict[str, Tensor | StateMoved]:
         """Makes ``mask`` the topology: removed links vanish, new links start at 0, kept links keep their weight.
+
+        ``mask``: bool ``(out, in)``, or the :class:`Links` of a storage that has :meth:`links`.
 
         Returns, per name of a parameter of this layer, what becomes of its optimizer state: a bool tensor of the
         parameter's shape (the state stays valid there and is zeroed elsewhere), or :class:`StateMoved` (the

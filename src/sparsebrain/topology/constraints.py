@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .links import Links, ScoreTiles, scores_at, select_from_tiles
 from .nm import LAYOUTS, _check_nm, best_nm_mask, is_nm, nm_shape_error, parse_nm
-from .sampling import regrowth_keys, select_regrowth
+from .sampling import _alive_at, regrowth_keys, sample_positions, select_at, select_regrowth, true_indices
 
 __all__ = ["CANDIDATE_RULES", "NM", "Constraint", "Regrowth", "Unstructured", "constraint_of"]
 
@@ -33,41 +34,58 @@ __all__ = ["CANDIDATE_RULES", "NM", "Constraint", "Regrowth", "Unstructured", "c
 CANDIDATE_RULES = ("absent", "after_removal")
 
 
+Alive = tuple[Tensor | None, Tensor | None]
+"""Percolation's regrowable neurons of a layer: bool vectors over its rows and its columns (None: all)."""
+
+
 @dataclass(frozen=True)
 class Regrowth:
     """One layer's regrowth request.
 
     Attributes:
-        old: the mask before the update, bool ``(out, in)``.
-        kept: the links kept after removal (and percolation), bool ``(out, in)``.
-        scores: non-negative regrowth scores at every position ``(out, in)``.
+        old: the links before the update: a bool ``(out, in)`` mask, or :class:`~sparsebrain.topology.links.Links`
+            for a layer that holds only its links (then ``kept`` is too, and ``tiles`` replaces ``scores``).
+        kept: the links kept after removal (and percolation).
+        scores: non-negative regrowth scores at every position ``(out, in)``; None with ``tiles`` None: uniformly
+            random links (positions are drawn, not scored).
         links: the number of links the layer must have after the update (unstructured constraints).
         sampling: ``"topk"``, ``"multinomial"`` or ``"uniform"`` (see :func:`~sparsebrain.topology.regrowth_keys`).
         generator: the update's random generator on the layer's device.
-        allowed: positions percolation leaves regrowable (both endpoints alive), or None.
+        allowed: rows and columns percolation leaves regrowable (both endpoints alive), or None.
         candidates: ``"absent"`` or ``"after_removal"`` (see :data:`CANDIDATE_RULES`).
         survivor_boost: N:M: surviving links outrank every candidate.
         old_links, kept_links: the numbers of links of ``old`` and ``kept``, when the caller knows them exactly (each
             saves a host sync); None: counted here.
+        tiles: for :class:`Links`: a function giving the scores as row tiles (see ``ScoreTiles``); None with
+            ``scores`` None: uniformly random links.
     """
 
-    old: Tensor
-    kept: Tensor
-    scores: Tensor
+    old: Tensor | Links
+    kept: Tensor | Links
+    scores: Tensor | None
     links: int
     sampling: str = "topk"
     generator: torch.Generator | None = None
-    allowed: Tensor | None = None
+    allowed: Alive | None = None
     candidates: str = "absent"
     survivor_boost: bool = True
     old_links: int | None = None
     kept_links: int | None = None
+    tiles: Callable[[], ScoreTiles] | None = None
 
     def n_old(self) -> int:
+        if isinstance(self.old, Links):
+            return self.old.count
         return self.old_links if self.old_links is not None else int(self.old.sum())
 
     def n_kept(self) -> int:
+        if isinstance(self.kept, Links):
+            return self.kept.count
         return self.kept_links if self.kept_links is not None else int(self.kept.sum())
+
+    @property
+    def uniform(self) -> bool:
+        return self.scores is None and self.tiles is None
 
 
 class Constraint:
@@ -113,29 +131,62 @@ class Unstructured(Constraint):
     def grows(self, kept: Tensor, links: int, kept_links: int | None = None) -> bool:
         return links - (kept_links if kept_links is not None else int(kept.sum())) > 0
 
-    def select(self, r: Regrowth) -> Tensor:
+    def select(self, r: Regrowth) -> Tensor | Links:
         n_kept = r.n_kept()
         n_grow = r.links - n_kept
         if n_grow <= 0:
             return r.kept
-        absent = ~r.old
-        n_absent = r.old.numel() - r.n_old()
+        total = r.old.numel()
+        n_absent = total - r.n_old()
         if r.candidates == "after_removal":
-            grown = self._pick(r, ~r.kept, n_grow, r.kept.numel() - n_kept)
+            grown = self._pick_outside(r, r.kept, n_grow, total - n_kept)
         elif n_absent >= n_grow:
-            grown = self._pick(r, absent, n_grow, n_absent)
-        else:
-            grown = absent | self._pick(r, r.old & ~r.kept, n_grow - n_absent, None)
-        return r.kept | grown
+            grown = self._pick_outside(r, r.old, n_grow, n_absent)
+        else:  # every absent link grows, and the rest among the links removed now
+            grown = _union(_complement(r.old), self._pick_among(r, _minus(r.old, r.kept), n_grow - n_absent))
+        return _union(r.kept, grown)
 
     @staticmethod
-    def _pick(r: Regrowth, candidates: Tensor, k: int, count: int | None) -> Tensor:
-        if r.allowed is not None:
-            allowed = candidates & r.allowed
-            n_allowed = int(allowed.sum())
-            if n_allowed >= k:
-                candidates, count = allowed, n_allowed
+    def _pick_outside(r: Regrowth, excluded: Tensor | Links, k: int, count: int) -> Tensor | Links:
+        """``k`` candidates among the positions that are not links of ``excluded`` (``count`` of them)."""
+        shape = tuple(r.old.shape)
+        alive: Alive = (None, None)
+        if r.allowed is not None:  # avoid neurons percolation cut, unless that leaves too few
+            n_alive = _count_outside(excluded, r.allowed, shape)
+            if n_alive >= k:
+                alive, count = r.allowed, n_alive
+        if min(k, count) <= 0:
+            return _empty_like(r.old)
+        links = isinstance(r.old, Links)
+        flat = excluded.flat if isinstance(excluded, Links) else true_indices(excluded)
+        if r.uniform:
+            picked = sample_positions(
+                shape, k, flat, r.generator, alive_rows=alive[0], alive_cols=alive[1], count=count
+            )
+            return Links(picked, shape) if links else _mask_of(picked, shape, r.old.device)
+        if links:
+            assert r.tiles is not None and isinstance(excluded, Links)
+            return Links(select_from_tiles(r.tiles(), shape, k, excluded, r.sampling, r.generator, alive=alive), shape)
+        candidates = ~excluded
+        if alive != (None, None):
+            candidates &= _alive_at(torch.arange(candidates.numel(), device=candidates.device), shape[1], *alive).view(
+                shape
+            )
+        assert r.scores is not None
         return select_regrowth(r.scores, candidates, k, r.sampling, r.generator, count=count)
+
+    @staticmethod
+    def _pick_among(r: Regrowth, among: Tensor | Links, k: int) -> Tensor | Links:
+        """``k`` candidates among the links of ``among`` (the links removed now, a small set)."""
+        if isinstance(among, Links):
+            if r.tiles is None:
+                scores = torch.zeros(among.count, device=among.device)
+            else:
+                scores = scores_at(r.tiles(), among)
+            picked = select_at(scores, among.flat, k, r.sampling, r.generator)
+            return Links(picked.sort().values, among.shape)
+        scores = r.scores if r.scores is not None else torch.zeros(among.shape, device=among.device)
+        return select_regrowth(scores, among, k, r.sampling, r.generator)
 
     def __repr__(self) -> str:
         return "Unstructured()"
@@ -189,6 +240,40 @@ class NM(Constraint):
 
     def __str__(self) -> str:
         return f"a {self.layout} {self.n}:{self.m} pattern"
+
+
+def _union(a: Tensor | Links, b: Tensor | Links) -> Tensor | Links:
+    return a.union(b) if isinstance(a, Links) else a | b  # type: ignore[arg-type]
+
+
+def _minus(a: Tensor | Links, b: Tensor | Links) -> Tensor | Links:
+    return a.minus(b) if isinstance(a, Links) else a & ~b  # type: ignore[arg-type, operator]
+
+
+def _complement(a: Tensor | Links) -> Tensor | Links:
+    """Every non-link (only for dense-ish layers: for :class:`Links` this lists ``out x in`` positions)."""
+    return Links.from_mask(~a.to_mask()) if isinstance(a, Links) else ~a
+
+
+def _empty_like(a: Tensor | Links) -> Tensor | Links:
+    if isinstance(a, Links):
+        return Links(a.flat[:0], a.shape)
+    return torch.zeros_like(a)
+
+
+def _mask_of(flat: Tensor, shape: tuple[int, ...], device: torch.device) -> Tensor:
+    mask = torch.zeros(shape[0] * shape[1], dtype=torch.bool, device=device)
+    mask[flat] = True
+    return mask.view(shape[0], shape[1])
+
+
+def _count_outside(excluded: Tensor | Links, alive: Alive, shape: tuple[int, ...]) -> int:
+    """The positions with alive endpoints that are not links of ``excluded``."""
+    rows, cols = alive
+    n_r = int(rows.sum()) if rows is not None else shape[0]
+    n_c = int(cols.sum()) if cols is not None else shape[1]
+    flat = excluded.flat if isinstance(excluded, Links) else true_indices(excluded)
+    return n_r * n_c - int(_alive_at(flat, shape[1], rows, cols).sum())
 
 
 def constraint_of(pattern: str | None, layout: str = "transposable") -> Constraint:

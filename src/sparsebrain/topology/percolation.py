@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
+from .links import Links
 
 __all__ = [
     "Junction",
@@ -101,6 +102,8 @@ def _mask(masks: Mapping[str, Tensor], name: str, junction: Junction | None = No
         where = f"{junction} names layer" if junction is not None else "layer"
         raise KeyError(f"{where} {name!r}, which is not in masks; known layers: {sorted(masks)}")
     mask = masks[name]
+    if isinstance(mask, Links):  # a layer's links alone: the same graph
+        return mask
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.dim() != 2:
         got = f"{mask.dtype} tensor of shape {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
         raise TypeError(f"mask {name!r} must be a 2-D bool tensor shaped (out, in), got {got}")
@@ -109,6 +112,8 @@ def _mask(masks: Mapping[str, Tensor], name: str, junction: Junction | None = No
 
 def _has_link(mask: Tensor, dim: int) -> Tensor:
     """``mask.any(dim)``, computed as a uint8 max: on CPU ``any`` over bool is some 20x slower at 4096 x 11008."""
+    if isinstance(mask, Links):
+        return mask.has_link(dim)
     if mask.shape[dim] == 0:
         return mask.new_zeros(mask.shape[1 - dim])  # amax refuses empty reductions; nothing there means no link
     return mask.view(torch.uint8).amax(dim=dim).bool()
@@ -196,9 +201,9 @@ def percolate(
 
     touched = list(dict.fromkeys(name for junction in junctions for name in junction.layers))
     new = dict(masks)
-    for name in touched:
-        new[name] = masks[name].clone()  # work in place on copies: the caller's masks stay as they were
-    before = {name: int(new[name].count_nonzero()) for name in touched}
+    for name in touched:  # work in place on copies: the caller's masks stay as they were (Links never change)
+        new[name] = masks[name] if isinstance(masks[name], Links) else masks[name].clone()
+    before = {name: _count(new[name]) for name in touched}
 
     # Backward first: a neuron without outputs cuts its inputs, which can leave the previous junction's neurons without
     # outputs, so the cascade runs toward the input in one pass; the forward sweep does the same for neurons without
@@ -214,7 +219,7 @@ def percolate(
         raise RuntimeError(f"percolate did not reach a fixed point within max_iter={max_iter} sweeps")
 
     cut = {name: 0 for name in masks}
-    cut.update({name: before[name] - int(new[name].count_nonzero()) for name in touched})
+    cut.update({name: before[name] - _count(new[name]) for name in touched})
     return new, cut
 
 
@@ -230,13 +235,26 @@ def _cut_dead(masks: dict[str, Tensor], junction: Junction) -> bool:
     # Only rewrite a layer whose dead neurons still hold links: the full-matrix AND is the expensive part.
     for name, has_link in row_any.items():
         if bool((has_link & ~alive).any()):
-            masks[name].logical_and_(alive[:, None])  # (n, in)
+            _restrict_(masks, name, alive, dim=1)  # (n, in)
             changed = True
     for name, has_link in col_any.items():
         if bool((has_link & ~alive).any()):
-            masks[name].logical_and_(alive[None, :])  # (out, n)
+            _restrict_(masks, name, alive, dim=0)  # (out, n)
             changed = True
     return changed
+
+
+def _count(mask: Tensor | Links) -> int:
+    return mask.count if isinstance(mask, Links) else int(mask.count_nonzero())
+
+
+def _restrict_(masks: dict[str, Tensor | Links], name: str, alive: Tensor, dim: int) -> None:
+    """Keeps only the links of ``masks[name]`` whose row (``dim=1``) or column (``dim=0``) is ``alive``."""
+    mask = masks[name]
+    if isinstance(mask, Links):
+        masks[name] = mask.restrict(alive, dim)
+    else:
+        mask.logical_and_(alive[:, None] if dim == 1 else alive[None, :])
 
 
 def layer_active_fraction(mask: Tensor) -> tuple[float, float]:

@@ -9,6 +9,10 @@ same law as keeping the ``k`` largest of ``w_i (-ln U_i)^(-1/T)``, ``U_i ~ U(0, 
 ``T ln w_i + Gumbel`` give the Gumbel-top-k trick; CHTs24 paper, Appendix A). Unlike ``torch.multinomial`` this works
 on any number of elements (no 2^24 limit) and costs one random draw and one ``topk``.
 
+Random numbers are *positional*: the uniform of a position is a hash of the position's flat index and a seed drawn
+from the generator (:func:`positional_uniform`), so a position gets the same number whether a selection sees the
+whole layer at once, a tile of it, or only its links (the compressed storage's updates), on any device.
+
 Selections always return exactly ``k`` entries: when fewer than ``k`` candidates have a positive score, all of them
 are kept and the rest are drawn uniformly among the zero-score candidates (the reference code adds 1e-5 to every
 candidate for the same purpose).
@@ -23,9 +27,16 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "candidate_keys",
+    "draw_seeds",
     "frechet_scores",
+    "frechet_scores_at",
     "keep_top",
+    "keep_top_active",
+    "positional_uniform",
     "regrowth_keys",
+    "sample_positions",
+    "select_at",
     "select_regrowth",
     "top_indices",
     "topk_mask",
@@ -64,18 +75,50 @@ def _check_k(k: int, numel: int) -> int:
     return k_int
 
 
-def _uniform_open(
-    shape: torch.Size, like: Tensor, generator: torch.Generator | None, index: Tensor | None = None
-) -> Tensor:
-    """U(0, 1) of ``shape`` in ``like``'s dtype and device, clamped away from 0 and 1 so that ``ln(-ln U)`` is finite.
+# splitmix64's constants (Steele, Lea and Flood 2014) as signed 64-bit integers: torch has no uint64 arithmetic
+_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15
+_MIX1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
+_MIX2 = -7723592293110705685  # 0x94D049BB133111EB
 
-    With ``index``: drawn for every position all the same, and returned at the flat positions ``index`` only.
+
+def _shift_right(x: Tensor, s: int) -> Tensor:
+    """Logical right shift of int64 bits (torch's ``>>`` is arithmetic: it copies the sign bit)."""
+    return (x >> s) & ((1 << (64 - s)) - 1)
+
+
+def draw_seeds(generator: torch.Generator | None, n: int, device: torch.device | str | None = None) -> Tensor:
+    """``n`` seeds for :func:`positional_uniform`, drawn from ``generator`` (int64, on its device; no host sync).
+
+    Example:
+        >>> draw_seeds(torch.Generator().manual_seed(0), 2).shape
+        torch.Size([2])
     """
-    U = torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
-    if index is not None:
-        U = U.reshape(-1)[index]
-    info = torch.finfo(like.dtype)
-    return U.clamp_(min=info.tiny, max=1.0 - info.eps / 2)  # 1 - eps/2 is the largest float below 1
+    where = generator.device if generator is not None else (device or "cpu")
+    return torch.randint(0, 2**62, (n,), generator=generator, device=where)
+
+
+def positional_uniform(seed: Tensor, index: Tensor) -> Tensor:
+    """U(0, 1) numbers, one per flat position ``index``: the splitmix64 hash of ``(seed, index)``, 23 bits.
+
+    The number of a position does not depend on which other positions are drawn, in what order or tiling, nor on
+    the device: a selection over a layer's tiles, or over its links alone, sees the numbers a selection over the
+    whole layer sees. Values are ``(2 j + 1) / 2^24`` for ``j`` in ``[0, 2^23)``: exact in float32, never 0 or 1.
+
+    Example:
+        >>> u = positional_uniform(torch.tensor(7), torch.arange(5))
+        >>> bool(((u > 0) & (u < 1)).all()), bool(u[2] == positional_uniform(torch.tensor(7), torch.tensor([2]))[0])
+        (True, True)
+    """
+    z = index.long().add(1).mul_(_GOLDEN).add_(seed.to(index.device))
+    z = z.bitwise_xor_(_shift_right(z, 30)).mul_(_MIX1)
+    z = z.bitwise_xor_(_shift_right(z, 27)).mul_(_MIX2)
+    z = z.bitwise_xor_(_shift_right(z, 31))
+    return _shift_right(z, 41).mul_(2).add_(1).float().mul_(2.0**-24)
+
+
+def _uniform_open(seed: Tensor, index: Tensor, like: Tensor) -> Tensor:
+    """Positional U(0, 1) at ``index`` in ``like``'s dtype and device (never 0 or 1, so ``ln(-ln U)`` is finite)."""
+    return positional_uniform(seed, index.to(like.device)).to(like.dtype)
 
 
 def _frechet_log_keys(w: Tensor, T: float, U: Tensor) -> Tensor:
@@ -117,18 +160,36 @@ def frechet_scores(
         True
     """
     T = _check_temperature(temperature)
+    w = _check_nonnegative(weights, "weights")
+    seed = draw_seeds(generator, 1, w.device)[0]
     if where is None:
-        w = _check_nonnegative(weights, "weights")
-        U = _uniform_open(w.shape, w, generator)
+        U = _uniform_open(seed, torch.arange(w.numel(), device=w.device), w).view(w.shape)
         return _frechet_log_keys(w, T, U).div_(T).exp_()
     if where.shape != weights.shape:
         raise ValueError(f"where must have the shape of weights {tuple(weights.shape)}, got {tuple(where.shape)}")
     idx = true_indices(where)
-    w = _check_nonnegative(weights.reshape(-1)[idx], "weights")
-    U = _uniform_open(weights.shape, w, generator, idx)  # no copy of the weights: only their shape is needed
+    w = w.reshape(-1)[idx]
     out = torch.zeros(weights.numel(), dtype=w.dtype, device=w.device)
-    out[idx] = _frechet_log_keys(w, T, U).div_(T).exp_()
+    out[idx] = _frechet_log_keys(w, T, _uniform_open(seed, idx, w)).div_(T).exp_()
     return out.view(weights.shape)
+
+
+def frechet_scores_at(
+    weights: Tensor, positions: Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
+    """:func:`frechet_scores` of a vector of ``weights`` that sit at the flat ``positions`` of a layer (e.g. its
+    links): the keys ``frechet_scores(dense, where=mask)`` gives there, with the same generator state.
+
+    Example:
+        >>> w, mask = torch.tensor([[0.0, 2.0], [1.0, 0.0]]), torch.tensor([[False, True], [True, False]])
+        >>> at = frechet_scores_at(w[mask], torch.tensor([1, 2]), 1.0, torch.Generator().manual_seed(0))
+        >>> bool(torch.equal(at, frechet_scores(w, 1.0, torch.Generator().manual_seed(0), where=mask)[mask]))
+        True
+    """
+    T = _check_temperature(temperature)
+    w = _check_nonnegative(weights, "weights")
+    seed = draw_seeds(generator, 1, w.device)[0]
+    return _frechet_log_keys(w, T, _uniform_open(seed, positions, w)).div_(T).exp_()
 
 
 def topk_mask(key: Tensor, k: int) -> Tensor:
@@ -238,6 +299,30 @@ def keep_top(scores: Tensor, active: Tensor, k: int, *, count: int | None = None
     return out.view_as(active)
 
 
+def keep_top_active(scores: Tensor, k: int) -> Tensor:
+    """Which of ``n`` active entries, given their ``scores`` (a vector, NaN lowest), are the ``k`` largest (bool).
+
+    :func:`keep_top` for scores held at the active entries only (a layer's links): the same choice, entry for entry.
+
+    Example:
+        >>> keep_top_active(torch.tensor([3.0, 1.0, 2.0]), 2).tolist()
+        [True, False, True]
+    """
+    n = scores.numel()
+    if k >= n:
+        return torch.ones(n, dtype=torch.bool, device=scores.device)
+    out = torch.zeros(n, dtype=torch.bool, device=scores.device)
+    if k <= 0:
+        return out
+    key = torch.nan_to_num(scores.reshape(-1).float(), nan=-torch.inf)
+    if n - k < k:
+        out.fill_(True)
+        out[top_indices(key, n - k, largest=False)] = False
+    else:
+        out[top_indices(key, k)] = True
+    return out
+
+
 def _keys(scores: Tensor, sampling: str, U: Tensor | None, temperature: float) -> Tensor:
     """:func:`regrowth_keys` from given uniforms ``U`` (of ``scores``' shape; None for ``"topk"``)."""
     if sampling == "topk":
@@ -292,7 +377,7 @@ def select_regrowth(
     (top-k of score * U[0, 1], the CHTs24 soft rule). Candidates with a positive score always come before zero-score
     ones; when fewer than ``k`` have a positive score the rest are drawn uniformly among the zero-score candidates
     (the papers add a tiny constant to all non-links for the same purpose). The keys are computed on the candidates
-    alone, from uniforms drawn for every position (so the draws do not depend on where the candidates are).
+    alone, from positional uniforms (so the draws do not depend on where the candidates are).
     ``count``: the exact number of candidates, if known (saves a host sync).
 
     Example:
@@ -306,20 +391,48 @@ def select_regrowth(
     k = min(k, idx.numel())
     if k <= 0:
         return torch.zeros_like(candidates)
-    s = scores.reshape(-1)[idx].float()
-    s = torch.nan_to_num(s, nan=0.0, posinf=torch.finfo(torch.float32).max).clamp_min_(0.0)
-
-    def uniforms() -> Tensor:
-        return torch.rand(scores.shape, generator=generator, device=scores.device).reshape(-1)[idx]
-
-    pos_key = _keys(s, sampling, None if sampling == "topk" else uniforms(), temperature)
-    # Positive-score candidates get keys > 0 (clamped in case a perturbed key underflowed to 0); zero-score
-    # candidates get random keys in (-1, 0].
-    pos_key = pos_key.clamp_min(torch.finfo(torch.float32).tiny)
-    key = torch.where(s > 0, pos_key, uniforms().neg_())
     out = torch.zeros(candidates.numel(), dtype=torch.bool, device=candidates.device)
-    out[idx[top_indices(key, k)]] = True
+    out[select_at(scores.reshape(-1)[idx], idx, k, sampling, generator, temperature=temperature)] = True
     return out.view_as(candidates)
+
+
+def select_at(
+    scores: Tensor,
+    positions: Tensor,
+    k: int,
+    sampling: str,
+    generator: torch.Generator | None,
+    *,
+    temperature: float = 1.0,
+) -> Tensor:
+    """:func:`select_regrowth` among candidates given as their ``scores`` and flat ``positions`` (vectors): the
+    chosen positions, in no particular order (``min(k, len)`` of them).
+
+    Example:
+        >>> select_at(torch.tensor([0.0, 3.0, 1.0]), torch.tensor([4, 7, 9]), 1, "topk", None).tolist()
+        [7]
+    """
+    _check_sampling(sampling)
+    k = min(k, positions.numel())
+    if k <= 0:
+        return positions[:0]
+    key = candidate_keys(scores, positions, sampling, draw_seeds(generator, 2, scores.device), temperature)
+    return positions[top_indices(key, k)]
+
+
+def candidate_keys(scores: Tensor, positions: Tensor, sampling: str, seeds: Tensor, temperature: float = 1.0) -> Tensor:
+    """The keys :func:`select_regrowth` ranks candidates by: from their ``scores`` and flat ``positions``, and two
+    seeds (:func:`draw_seeds`): positive scores give keys > 0 under ``sampling``, zero scores random keys in (-1, 0).
+
+    A selection over tiles of a layer computes the keys of each tile with the same seeds and keeps the largest
+    (:func:`select_regrowth` over the whole layer keeps the same ones).
+    """
+    s = torch.nan_to_num(scores.float(), nan=0.0, posinf=torch.finfo(torch.float32).max).clamp_min_(0.0)
+    U = None if sampling == "topk" else positional_uniform(seeds[0], positions)
+    # Positive-score candidates get keys > 0 (clamped in case a perturbed key underflowed to 0); zero-score
+    # candidates get random keys in (-1, 0).
+    pos_key = _keys(s, sampling, U, temperature).clamp_min(torch.finfo(torch.float32).tiny)
+    return torch.where(s > 0, pos_key, positional_uniform(seeds[1], positions).neg_())
 
 
 def weighted_sample_without_replacement(
@@ -376,3 +489,88 @@ def uniform_scaled_topk(scores: Tensor, k: int, generator: torch.Generator | Non
     k = _check_k(k, s.numel())
     every = torch.ones(s.shape, dtype=torch.bool, device=s.device)
     return select_regrowth(s, every, k, "uniform", generator)
+
+
+_ENUMERATE_BELOW = 1 / 8  # candidate share under which drawing positions wastes more than listing them
+
+
+def sample_positions(
+    shape: tuple[int, int],
+    k: int,
+    excluded: Tensor,
+    generator: torch.Generator | None,
+    *,
+    alive_rows: Tensor | None = None,
+    alive_cols: Tensor | None = None,
+    count: int | None = None,
+) -> Tensor:
+    """``k`` positions of an ``(out, in)`` layer drawn uniformly without replacement among the candidates: the
+    positions not in ``excluded`` (sorted flat positions, e.g. the links), with an alive row and column if given.
+
+    Works on indices: it draws flat positions, drops excluded and repeated ones and keeps the first ``k`` that remain
+    (a uniform ``k``-subset), so its cost follows ``k``, not the layer's size. When candidates are scarce (under 1/8
+    of the positions) it lists them instead. ``count``: the number of candidates, if known. Returns sorted flat
+    positions (int64); fewer than ``k`` only if there are fewer candidates.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> picked = sample_positions((4, 4), 3, torch.tensor([0, 5, 10, 15]), g)
+        >>> picked.numel(), bool(torch.isin(picked, torch.tensor([0, 5, 10, 15])).any())
+        (3, False)
+    """
+    n_out, n_in = shape
+    device = excluded.device
+    total = n_out * n_in
+    rows = alive_rows if alive_rows is not None else None
+    cols = alive_cols if alive_cols is not None else None
+    if count is None:
+        n_r = int(rows.sum()) if rows is not None else n_out
+        n_c = int(cols.sum()) if cols is not None else n_in
+        inside = excluded
+        if rows is not None or cols is not None:
+            inside = excluded[_alive_at(excluded, n_in, rows, cols)]
+        count = n_r * n_c - inside.numel()
+    k = min(k, count)
+    if k <= 0:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    if count < _ENUMERATE_BELOW * total or k > count // 4:
+        every = torch.ones(total, dtype=torch.bool, device=device)
+        every[excluded] = False
+        if rows is not None or cols is not None:
+            every &= _alive_at(torch.arange(total, device=device), n_in, rows, cols)
+        cand = true_indices(every, count)
+        keys = positional_uniform(draw_seeds(generator, 1, device)[0], cand)
+        return cand[top_indices(keys, k)].sort().values
+    drawn = torch.zeros(0, dtype=torch.long, device=device)
+    share = count / total
+    while True:
+        have = drawn.numel()
+        m = int((k - min(have, k)) / share * 1.25) + 64
+        d = torch.randint(0, total, (m,), generator=generator, device=device)
+        ok = ~_is_in_sorted(d, excluded)
+        if rows is not None or cols is not None:
+            ok &= _alive_at(d, n_in, rows, cols)
+        drawn = torch.cat([drawn, d[ok]])
+        unique, inverse = torch.unique(drawn, return_inverse=True)
+        if unique.numel() >= k:  # the first k distinct draws, in the order they came
+            first = torch.full((unique.numel(),), drawn.numel(), dtype=torch.long, device=device)
+            first.scatter_reduce_(0, inverse, torch.arange(drawn.numel(), device=device), "amin")
+            return unique[first.argsort()[:k]].sort().values
+
+
+def _is_in_sorted(x: Tensor, sorted_set: Tensor) -> Tensor:
+    """Whether each entry of ``x`` is in the sorted 1-D ``sorted_set``."""
+    if not sorted_set.numel():
+        return torch.zeros_like(x, dtype=torch.bool)
+    pos = torch.searchsorted(sorted_set, x).clamp_(max=sorted_set.numel() - 1)
+    return sorted_set[pos] == x
+
+
+def _alive_at(flat: Tensor, n_in: int, rows: Tensor | None, cols: Tensor | None) -> Tensor:
+    """Whether the flat positions ``flat`` have an alive row and an alive column (None: all alive)."""
+    ok = torch.ones_like(flat, dtype=torch.bool)
+    if rows is not None:
+        ok &= rows[flat.div(n_in, rounding_mode="floor")]
+    if cols is not None:
+        ok &= cols[flat.remainder(n_in)]
+    return ok
