@@ -5,8 +5,8 @@ The model is built on the meta device (no dense weight is ever allocated) and ma
 with ``storage="compressed"`` on ``--device``: the three hidden layers share the link budget ``--links`` (default:
 the dense 1568-wide network's hidden weights, 784 x 1568 + 2 x 1568^2 = 6,146,560) at one uniform density (about
 3.1e-4), the 10-way classifier stays dense. It trains with ``--method`` (chts: soft removal, CH2-L3n regrowth
-computed tile by tile from the links, percolation; from an ``--init`` ER topology by default, whose links are drawn
-directly, where the preset's BRF start would build each layer's dense mask first) for ``--epochs`` (1) epochs at
+computed tile by tile from the links, percolation; from an ``--init`` ER topology by default, as in the committed
+run; ``--init brf`` is the preset's start, also drawn from the links) for ``--epochs`` (1) epochs at
 batch ``--batch`` (32), SGD with momentum 0.9 and lr ``--lr`` (0.01; the classifier's scaled by 1568 / width), a
 topology update every ``--update-interval`` (400) steps until 3/4 of the run, then reports the test accuracy, the
 time per step and per update, and the peak memory. ``--steps`` stops early (a
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--links", type=int, default=784 * DENSE_HIDDEN + 2 * DENSE_HIDDEN**2)
     p.add_argument("--method", default="chts")
     p.add_argument(
-        "--init", default="er", help="initial topology; er draws the links directly (brf builds a dense mask first)"
+        "--init", default="er", help="initial topology: er (default) or brf (the chts preset's), both drawn as links"
     )
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--steps", type=int, default=None, help="stop after this many steps")

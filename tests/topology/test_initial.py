@@ -461,3 +461,69 @@ def test_csti_bad_data_raises(data: object) -> None:
 def test_csti_accepts_image_shaped_data() -> None:
     x = torch.randn(50, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     assert int(csti((8, 16), 0.25, data=x).sum()) == 32
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# BRF from its links alone (layers that hold only their links)
+
+
+def _ring_distances(flat: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    from sparsebrain.topology.initial import _centres
+
+    out_f, in_f = shape
+    small, large = min(shape), max(shape)
+    rows, cols = flat // in_f, flat % in_f
+    node, other = (rows, cols) if out_f <= in_f else (cols, rows)
+    d = (other - _centres(small, large, torch.device("cpu"))[node]).abs()
+    return torch.minimum(d, large - d)
+
+
+@pytest.mark.parametrize("shape", [(60, 900), (900, 60)])
+@pytest.mark.parametrize("degree", ["uniform", "fixed"])
+def test_brf_links_follow_the_law_of_brf(shape: tuple[int, int], degree: str) -> None:
+    from scipy.stats import chisquare
+
+    from sparsebrain.topology.initial import brf, brf_links
+
+    small = min(shape)
+    dense_hist, links_hist = torch.zeros(8), torch.zeros(8)
+    for seed in range(40):
+        mask = brf(shape, 0.02, r=0.3, degree=degree, generator=torch.Generator().manual_seed(seed))
+        flat = brf_links(shape, 0.02, r=0.3, degree=degree, generator=torch.Generator().manual_seed(seed))
+        assert flat.numel() == int(mask.sum()) and torch.equal(flat, flat.unique())  # exact count, distinct, sorted
+        node = flat // shape[1] if shape[0] <= shape[1] else flat % shape[1]
+        assert torch.bincount(node, minlength=small).min() >= 1  # every node of the smaller side has a link
+        if degree == "fixed":  # the same degrees as brf's
+            side = 1 if shape[0] <= shape[1] else 0
+            assert torch.equal(torch.bincount(node, minlength=small), mask.sum(side))
+        dense_hist += torch.histc(_ring_distances(mask.reshape(-1).nonzero().squeeze(1), shape).float(), 8, 0, 16)
+        links_hist += torch.histc(_ring_distances(flat, shape).float(), 8, 0, 16)
+    expected = dense_hist / dense_hist.sum() * links_hist.sum()
+    assert chisquare(links_hist.numpy(), expected.numpy()).pvalue > 1e-3
+
+
+def test_brf_links_at_the_ends_of_r_are_the_ring_lattice_and_er() -> None:
+    from sparsebrain.topology.initial import brf, brf_links, er_links
+
+    mask = brf((30, 200), 0.05, r=0.0, degree="fixed")
+    assert torch.equal(brf_links((30, 200), 0.05, r=0.0, degree="fixed"), mask.reshape(-1).nonzero().squeeze(1))
+    a = brf_links((30, 200), 0.05, r=1.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, er_links((30, 200), 0.05, generator=torch.Generator().manual_seed(3)))
+
+
+def test_a_large_meta_layer_draws_its_brf_links_without_a_mask(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sparsebrain as sb
+    from sparsebrain.nn import sparsify
+    from sparsebrain.topology import initial
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the dense BRF mask was built")
+
+    monkeypatch.setattr(sparsify, "_DENSE_INIT_LIMIT", 1000)
+    monkeypatch.setattr(initial, "_receptive_field", refuse)
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(300, 400), torch.nn.ReLU(), torch.nn.Linear(400, 10))
+    sp = sb.DynamicSparsifier(model, None, method="chts", density=0.05, total_steps=100, storage="compressed",
+                              device="cpu", seed=0)  # fmt: skip
+    layer = sp.layers["0"]
+    assert isinstance(layer, sb.CompressedSparseLinear) and layer.nnz == round(0.05 * 300 * 400)

@@ -178,8 +178,12 @@ class CompressedSparseLinear(SparseLayer):
         self._link_grad: Tensor | None = None
         self._cache: dict[str, tuple[Tensor, ...]] = {}
 
-    def _flat_links(self, mask: Tensor) -> Tensor:
+    def _flat_links(self, mask: Tensor | Links) -> Tensor:
         shape = (self.out_features, self.in_features)
+        if isinstance(mask, Links):
+            if mask.shape != shape:
+                raise ValueError(f"links must be of shape (out_features, in_features) = {shape}, got {mask.shape}")
+            return mask.flat
         if tuple(mask.shape) != shape:
             raise ValueError(f"mask must have shape (out_features, in_features) = {shape}, got {tuple(mask.shape)}")
         return mask.reshape(-1).nonzero().squeeze(1)

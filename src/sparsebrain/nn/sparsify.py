@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .._validation import check_density
+from ..topology.links import Links
 from .layer import LAYERS, SparseLayer
 from .storage import check_storage, storage_layer
 
@@ -212,6 +213,9 @@ def _materialise_rest(model: nn.Module, device: torch.device) -> None:
         module.reset_parameters()
 
 
+_DENSE_INIT_LIMIT = 1 << 26  # positions up to which a meta layer's initial topology is drawn as a mask (as masked)
+
+
 def _materialised(
     linear: nn.Linear,
     kind: type[SparseLayer],
@@ -231,8 +235,17 @@ def _materialised(
         return init_fn(shape, density, generator=generator, device=device, **init_kwargs)
 
     compressed = LAYERS.get("compressed")
-    if kind is compressed:  # er's links are drawn directly; any other init builds its bool mask first
-        links = {"density": density} if init_fn is er and not init_kwargs else {"mask": mask()}
+    if kind is compressed:
+        # er's links are drawn directly (the masked storage's draws); a large layer takes an init's links-only form
+        # where it has one (brf); anything else builds its bool mask first
+        links_only = getattr(init_fn, "links", None)
+        if init_fn is er and not init_kwargs:
+            links: dict[str, Any] = {"density": density}
+        elif links_only is not None and shape[0] * shape[1] > _DENSE_INIT_LIMIT:
+            flat = links_only(shape, density, generator=generator, device=device, **init_kwargs)
+            links = {"mask": Links(flat, shape)}
+        else:
+            links = {"mask": mask()}
         return compressed(
             linear.in_features, linear.out_features, linear.bias is not None, device=device,
             dtype=linear.weight.dtype, generator=generator, **links, **options,

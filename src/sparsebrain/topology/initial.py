@@ -248,6 +248,90 @@ def _receptive_field(
     return mask
 
 
+def _receptive_field_links(
+    n_small: int,
+    n_large: int,
+    k: int,
+    r: float,
+    degree: str,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The links of :func:`_receptive_field` as ``(rows, cols)``, drawn without an ``(n_small, n_large)`` tensor.
+
+    Every row draws its links one at a time from the offsets it has not taken, with probability proportional to
+    ``(1 + d)^(-(1 - r) / r)`` (``d`` the ring distance): the sequential law that :func:`_receptive_field`'s Gumbel
+    top-k realises. A draw inverts the cumulative weights of the offsets with the row's taken ones left out (a few
+    searches per draw), so the cost is ``O(n_small * kmax^2)``, not ``O(n_small * n_large)``.
+    """
+    deg = _degrees(n_small, n_large, k, degree, generator, device)  # (n_small,)
+    centres = _centres(n_small, n_large, device)
+    kmax = int(deg.max()) if k > 0 else 0
+    t = torch.arange(n_large, device=device)
+    offsets = ((t + 1) // 2) * torch.where(t % 2 == 1, 1, -1)  # 0, +1, -1, +2, ...: distinct mod n_large
+    p = (1.0 + offsets.abs().double()) ** (-(1.0 - r) / r)
+    cdf = p.cumsum(0)
+    taken = torch.full((n_small, max(kmax, 1)), n_large, dtype=torch.long, device=device)  # n_large: no offset
+    mass = torch.zeros(n_small, dtype=torch.float64, device=device)  # weight of each row's taken offsets
+    p_ext = torch.cat([p, p.new_zeros(1)])  # the weight of "no offset" is 0
+    total = cdf[-1]
+    for step in range(kmax):
+        active = (deg > step).nonzero().squeeze(1)
+        if not active.numel():
+            break
+        u = torch.rand(active.numel(), generator=generator, device=device, dtype=torch.float64)
+        u = u * (total - mass[active])  # a point of the untaken weight
+        own = taken[active, :step]  # (active, step)
+        own_p = p_ext[own]
+        j = torch.searchsorted(cdf, u, right=True).clamp_(max=n_large - 1)
+        for _ in range(step + 1):  # j = the first offset whose untaken cumulative weight exceeds u
+            below = (own_p * (own <= j[:, None])).sum(1)
+            j_next = torch.searchsorted(cdf, u + below, right=True).clamp_(max=n_large - 1)
+            if torch.equal(j_next, j):
+                break
+            j = j_next
+        taken[active, step] = j
+        mass[active] += p[j]
+    keep = torch.arange(max(kmax, 1), device=device)[None, :] < deg[:, None]
+    rows = torch.arange(n_small, device=device)[:, None].expand_as(taken)[keep]
+    cols = (centres[:, None] + offsets[taken.clamp(max=n_large - 1)]).remainder(n_large)[keep]
+    return rows, cols
+
+
+def brf_links(
+    shape: Sequence[int],
+    density: float,
+    *,
+    r: float = 0.3,
+    degree: str = "uniform",
+    generator: torch.Generator | None = None,
+    device: Device = None,
+) -> torch.Tensor:
+    """The links of a :func:`brf` topology as sorted flat positions ``row * in + col``, without an ``(out, in)``
+    tensor: the same law as :func:`brf` (the same degrees, centres and distance weights), other random draws.
+
+    ``r = 0`` is deterministic and gives exactly :func:`brf`'s links; ``r = 1`` is :func:`er_links`. Layers where more
+    than a quarter of the positions are links are drawn by :func:`brf` itself (rejection would be slow there).
+
+    Example:
+        >>> flat = brf_links((100, 3000), 0.01, generator=torch.Generator().manual_seed(0))
+        >>> flat.numel(), torch.bincount(flat // 3000, minlength=100).min().item() >= 1
+        (3000, True)
+    """
+    r = check_fraction(r, "r")
+    degree = _check_degree(degree)
+    out_f, in_f, k, work, dest = _setup(shape, density, generator, device)
+    if r == 1.0:
+        return er_links((out_f, in_f), density, generator=generator, device=device)
+    if r == 0.0 or 4 * k > out_f * in_f:
+        mask = brf((out_f, in_f), density, r=r, degree=degree, generator=generator, device=work)
+        return mask.reshape(-1).nonzero().squeeze(1).to(dest)
+    small, large = (out_f, in_f) if out_f <= in_f else (in_f, out_f)
+    rows, cols = _receptive_field_links(small, large, k, r, degree, generator, work)
+    flat = rows * in_f + cols if out_f <= in_f else cols * in_f + rows
+    return flat.sort().values.to(dest)
+
+
 def _check_degree(degree: str) -> str:
     if degree not in _DEGREE_MODES:
         raise ValueError(f"degree must be one of {', '.join(map(repr, _DEGREE_MODES))}, got {degree!r}")
@@ -458,6 +542,9 @@ INITS.register("er", er)
 INITS.register("bsw", bsw)
 INITS.register("bsf", bsf)
 INITS.register("brf", brf)
+# The links-only forms of inits, for layers that hold only their links (drawn without an (out, in) mask)
+er.links = er_links  # type: ignore[attr-defined]
+brf.links = brf_links  # type: ignore[attr-defined]
 INITS.register("csti", csti)
 
 
