@@ -54,11 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--update-interval", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="Fashion-MNIST folder (idx files)")
-    p.add_argument("--tiny", action="store_true", help="hidden 2000, 200 steps")
+    p.add_argument("--tiny", action="store_true", help="hidden 2000, 60,000 links, 200 steps (unless --steps)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.tiny:
-        args.hidden, args.links, args.steps, args.update_interval = 2000, 60_000, 200, 50
+        args.hidden, args.links, args.update_interval = 2000, 60_000, 50
+        args.steps = 200 if args.steps is None else args.steps
     return args
 
 

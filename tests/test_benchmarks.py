@@ -182,3 +182,31 @@ def test_wide_mlp_tiny_run_times_masked_compressed_and_dense_steps(tmp_path: Pat
     target = report["targets"]["masked_over_compressed"]
     assert target["target"] == 5.0 and target["measured"] == ratio
     assert target["reached"] is None  # the tiny model is not the target's configuration
+
+
+def test_huge_layer_tiny_run_trains_with_updates_and_dense_beside(tmp_path: Path) -> None:
+    report = _run("huge_layer.py", ["--tiny", "--methods", "set,rigl,dense"], tmp_path / "h.json")
+    assert report["benchmark"] == "huge_layer" and report["config"]["side"] == 1024
+    methods = report["methods"]
+    assert set(methods) == {"set", "rigl", "dense"}
+    for name in ("set", "rigl"):
+        row = methods[name]
+        assert row["links"] == round(0.01 * 1024 * 1024) and row["step_ms_median"] > 0
+        assert [u["step"] for u in row["updates"]] == [5, 10, 15]  # every 5 steps up to 3/4 of 20
+        assert row["updates"][0]["regrown"] > 0
+    assert methods["dense"]["updates"] == [] and methods["dense"]["links"] == 1024 * 1024
+    assert report["dense_would_need_bytes"]["weight_grad_adamw_fp32"] == 16 * 1024 * 1024
+
+
+def test_very_wide_mlp_tiny_run_reports_accuracy(tmp_path: Path) -> None:
+    import pytest
+
+    from sparsebrain.data.images import FASHION_MNIST_DIR
+
+    if not FASHION_MNIST_DIR.is_dir():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    report = _run("very_wide_mlp.py", ["--tiny", "--steps", "120"], tmp_path / "w.json")
+    assert report["benchmark"] == "very_wide_mlp" and report["config"]["hidden"] == 2000
+    assert report["config"]["steps"] == 120 and [u["step"] for u in report["updates"]] == [50]  # until step 90
+    assert abs(sum(report["links"].values()) - 60_000) <= 3  # the budget, up to rounding per layer
+    assert 0.1 < report["test_accuracy"] <= 1.0

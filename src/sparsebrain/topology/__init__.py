@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .allocation import ALLOCATIONS, erk, uniform
-from .initial import INITS, brf, bsf, bsw, csti, er, initial_mask
-from .link_prediction import LINK_PREDICTORS, ch2_l3n, ch2_l3p, ch3_l3n, ch3_l3p
+from .initial import INITS, brf, brf_links, bsf, bsw, csti, er, er_links, initial_mask
+from .link_prediction import LINK_PREDICTORS, ch2_l3n, ch2_l3p, ch3_l3n, ch3_l3p, l3n_tiles
+from .links import Links
 from .nm import (
     best_nm_mask,
     best_rowwise_mask,
@@ -33,7 +34,13 @@ from .percolation import (
     layer_active_fraction,
     percolate,
 )
-from .sampling import frechet_scores, uniform_scaled_topk, weighted_sample_without_replacement
+from .sampling import (
+    frechet_scores,
+    positional_uniform,
+    sample_positions,
+    uniform_scaled_topk,
+    weighted_sample_without_replacement,
+)
 from .swi import swi_
 
 __all__ = [
@@ -41,6 +48,7 @@ __all__ = [
     "INITS",
     "LINK_PREDICTORS",
     "Junction",
+    "Links",
     "active_neuron_fraction",
     "alive_neurons",
     "attention_junctions",
@@ -48,6 +56,7 @@ __all__ = [
     "best_rowwise_mask",
     "best_transposable_mask",
     "brf",
+    "brf_links",
     "bsf",
     "bsw",
     "ch2_l3n",
@@ -56,20 +65,24 @@ __all__ = [
     "ch3_l3p",
     "csti",
     "er",
+    "er_links",
     "erk",
     "frechet_scores",
     "initial_mask",
     "is_nm",
     "is_rowwise",
     "is_transposable",
+    "l3n_tiles",
     "layer_active_fraction",
     "parse_nm",
     "percolate",
+    "positional_uniform",
     "random_nm_mask",
     "random_rowwise_mask",
     "random_transposable_mask",
     "register_init",
     "rowwise_patterns",
+    "sample_positions",
     "swi_",
     "transposable_patterns",
     "uniform",
