@@ -311,7 +311,7 @@ def brf_links(
     tensor: the same law as :func:`brf` (the same degrees, centres and distance weights), other random draws.
 
     ``r = 0`` is deterministic and gives exactly :func:`brf`'s links; ``r = 1`` is :func:`er_links`. Layers where more
-    than a quarter of the positions are links are drawn by :func:`brf` itself (rejection would be slow there).
+    than a quarter of the positions are links are drawn by :func:`brf` itself (one link at a time is slow there).
 
     Example:
         >>> flat = brf_links((100, 3000), 0.01, generator=torch.Generator().manual_seed(0))
