@@ -187,7 +187,20 @@ def test_l3n_tiles_from_the_links_on_cuda_equal_the_dense_predictor(ch2: bool) -
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["set", "rigl", "chts"])
+@pytest.mark.parametrize("ch2", [True, False])
+def test_l3p_tiles_from_the_links_on_cuda_equal_the_dense_predictor(ch2: bool) -> None:
+    from sparsebrain.topology.link_prediction import ch2_l3p, ch3_l3p, l3p_tiles
+    from sparsebrain.topology.links import Links
+
+    mask = (torch.rand(700, 900, generator=torch.Generator().manual_seed(5)) < 0.03).cuda()
+    ref = (ch2_l3p if ch2 else ch3_l3p)(mask)
+    got = torch.zeros_like(ref)
+    for lo, hi, tile in l3p_tiles(Links.from_mask(mask), ch2=ch2, tile_elems=50000):
+        got[lo:hi] = tile
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["set", "rigl", "chts", "cht"])
 def test_links_only_update_on_cuda_keeps_invariants(method: str) -> None:
     from sparsebrain.dst import regrowth
     from sparsebrain.topology import link_prediction

@@ -176,7 +176,7 @@ def _forbid_dense(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(regrowth, "_GRADIENT_TILE_ELEMS", 100)
 
 
-LINKS_ONLY = [(m, o) for m, o in VARIANTS if resolve_method(m).regrowth not in ("ch2_l3p", "ch3_l3p")]
+LINKS_ONLY = [*VARIANTS, ("chts", {"regrowth": "ch3_l3p"})]
 
 
 @pytest.mark.parametrize(("method", "options"), LINKS_ONLY, ids=[f"{m}{o or ''}" for m, o in LINKS_ONLY])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from sparsebrain.topology.link_prediction import ch2_l3n, ch3_l3n, l3n_tiles
+from sparsebrain.topology.link_prediction import ch2_l3n, ch2_l3p, ch3_l3n, ch3_l3p, l3n_tiles, l3p_tiles
 from sparsebrain.topology.links import Links, scores_at, select_from_tiles
 from sparsebrain.topology.percolation import Junction, active_neuron_fraction, layer_active_fraction, percolate
 from sparsebrain.topology.sampling import (
@@ -186,3 +186,18 @@ def test_l3n_tiles_of_a_small_layer_are_the_dense_numbers() -> None:
     mask = _mask((30, 40), 0.2, 12)
     (lo, hi, tile),  = l3n_tiles(Links.from_mask(mask))  # fmt: skip
     assert (lo, hi) == (0, 30) and torch.equal(tile, ch2_l3n(mask))
+
+
+@pytest.mark.parametrize(("shape", "density"), [((50, 70), 0.1), ((64, 33), 0.3), ((90, 20), 0.02)])
+@pytest.mark.parametrize("ch2", [True, False])
+def test_l3p_tiles_from_the_links_equal_the_dense_path_based_predictor(
+    shape: tuple[int, int], density: float, ch2: bool
+) -> None:
+    mask = _mask(shape, density, 13)
+    ref = (ch2_l3p if ch2 else ch3_l3p)(mask)
+    links = Links.from_mask(mask)
+    for tile_elems in (100, 700, 5000):
+        got = torch.zeros(shape)
+        for lo, hi, tile in l3p_tiles(links, ch2=ch2, tile_elems=tile_elems, backend="reference"):
+            got[lo:hi] = tile
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-4)

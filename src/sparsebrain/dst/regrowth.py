@@ -16,8 +16,8 @@ from collections.abc import Callable
 from torch import Tensor
 
 from ..registry import Registry
-from ..topology.link_prediction import LINK_PREDICTORS, l3n_tiles
-from ..topology.links import Links, ScoreTiles, dense_tiles, tile_rows
+from ..topology.link_prediction import LINK_PREDICTORS, l3n_tiles, l3p_tiles
+from ..topology.links import Links, ScoreTiles, tile_rows
 from .context import LayerView, UpdateContext
 
 _GRADIENT_TILE_ELEMS = 1 << 26  # entries of one tile of the dense gradient of a layer that holds only its links
@@ -87,10 +87,8 @@ def _link_predictor_rule(name: str) -> RegrowthRule:
     def tiles(layer: LayerView, ctx: UpdateContext) -> ScoreTiles:
         links = layer.mask
         assert isinstance(links, Links)
-        if name.endswith("_l3n"):
-            return l3n_tiles(links, ch2=name.startswith("ch2"))
-        # path-based predictors from the links are still to come: the layer's mask, one tile
-        return dense_tiles(lambda: predictor(links.to_mask()))
+        tiles = l3n_tiles if name.endswith("_l3n") else l3p_tiles
+        return tiles(links, ch2=name.startswith("ch2"))
 
     rule.__name__ = name
     rule.__doc__ = f"Cannistraci-Hebb regrowth: scores from the {name.upper().replace('_', '-')} link predictor."

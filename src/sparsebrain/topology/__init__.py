@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from .allocation import ALLOCATIONS, erk, uniform
 from .initial import INITS, brf, brf_links, bsf, bsw, csti, er, er_links, initial_mask
-from .link_prediction import LINK_PREDICTORS, ch2_l3n, ch2_l3p, ch3_l3n, ch3_l3p, l3n_tiles
+from .link_prediction import LINK_PREDICTORS, ch2_l3n, ch2_l3p, ch3_l3n, ch3_l3p, l3n_tiles, l3p_tiles
 from .links import Links
 from .nm import (
     best_nm_mask,
@@ -73,6 +73,7 @@ __all__ = [
     "is_rowwise",
     "is_transposable",
     "l3n_tiles",
+    "l3p_tiles",
     "layer_active_fraction",
     "parse_nm",
     "percolate",

@@ -31,7 +31,7 @@ from torch import Tensor
 from ..registry import Registry
 from .links import Links, ScoreTiles
 
-__all__ = ["LINK_PREDICTORS", "PRECISIONS", "ch2_l3n", "ch2_l3p", "ch3_l3n", "ch3_l3p", "l3n_tiles"]
+__all__ = ["LINK_PREDICTORS", "PRECISIONS", "ch2_l3n", "ch2_l3p", "ch3_l3n", "ch3_l3p", "l3n_tiles", "l3p_tiles"]
 
 LINK_PREDICTORS: Registry[Callable[[Tensor], Tensor]] = Registry("link predictor")
 
@@ -508,5 +508,79 @@ def l3n_tiles(links: Links, *, ch2: bool = True, tile_elems: int | None = None, 
             ptr[1:] = torch.bincount(rz, minlength=hi - lo).cumsum(0)
             S += csr_ops.spmm(ones[: rz.numel()], ptr, cz, bz, hi - lo, backend)
             del bz
+        S.view(-1)[r * n_in + c] = 0.0  # existing links are not candidates
+        yield lo, hi, S
+
+
+def l3p_tiles(links: Links, *, ch2: bool = False, tile_elems: int | None = None, backend: str = "auto") -> ScoreTiles:
+    """Row tiles ``(lo, hi, S[lo:hi])`` of :func:`ch3_l3p` (or :func:`ch2_l3p` with ``ch2``) scores, from the links.
+
+    The path-based sum of :func:`ch3_l3p`, ``S = X @ Y`` over the middle links ``e = (z2, z1)``, taken a row tile
+    ``R`` and a chunk ``Z`` of inputs ``z1`` at a time: the output factors ``b(u, z2)`` of the tile from
+    ``A[R] A^T``, the input factors ``a(i, z1)`` of the chunk from ``A^T A[:, Z]`` (sparse-dense products over the
+    links, as in :func:`l3n_tiles`), then one sparse product ``X[R, e] Y[e, :]`` per chunk. Every temporary is
+    bounded by about ``tile_elems`` entries (plus the chunk's L3 paths); a layer of at most ``tile_elems`` positions
+    is one tile, computed by the dense predictor on its mask.
+
+    Example:
+        >>> links = Links.from_mask(torch.rand(6, 5, generator=torch.Generator().manual_seed(0)) < 0.4)
+        >>> (lo, hi, S), = l3p_tiles(links)
+        >>> bool(torch.equal(S, ch3_l3p(links.to_mask())))
+        True
+    """
+    from ..kernels import csr_ops
+
+    if tile_elems is None:
+        tile_elems = _DEFAULT_LINK_TILE_ELEMS * (_CUDA_TILE_FACTOR if links.device.type == "cuda" else 1)
+    n_out, n_in = links.shape
+    if n_out * n_in <= tile_elems or links.count == 0:
+        yield 0, n_out, (ch2_l3p if ch2 else ch3_l3p)(links.to_mask())
+        return
+    device = links.device
+    rows, cols = links.rows(), links.cols()
+    ones = torch.ones(links.count, dtype=torch.float32, device=device)
+    k_out = torch.bincount(rows, minlength=n_out)
+    k_in = torch.bincount(cols, minlength=n_in)
+    zero = torch.zeros(1, dtype=torch.long, device=device)
+    row_ptr = torch.cat([zero, k_out.cumsum(0)])
+    col_ptr = torch.cat([zero, k_in.cumsum(0)])
+    perm = torch.sort(cols, stable=True).indices  # column-major links: e numbers them, rows increasing per column
+    r_col, c_col = rows[perm], cols[perm]
+    step = max(1, tile_elems // max(n_out, n_in))
+    bounds, col_bounds = row_ptr.tolist(), col_ptr.tolist()
+    for lo in range(0, n_out, step):
+        hi = min(lo + step, n_out)
+        a_lo, a_hi = bounds[lo], bounds[hi]
+        r, c = rows[a_lo:a_hi] - lo, cols[a_lo:a_hi]
+        x = torch.zeros(n_in, hi - lo, device=device)  # A[R]^T
+        x[c, r] = 1.0
+        common = csr_ops.spmm(ones, row_ptr, cols, x, n_out, backend).t().contiguous()  # (|R|, out)
+        del x
+        b = _path_factors_(common, k_out.float(), ch2)  # (|R|, out): [u, z2]
+        S = torch.zeros(hi - lo, n_in, device=device)
+        for z_lo in range(0, n_in, step):
+            z_hi = min(z_lo + step, n_in)
+            inside = (c >= z_lo) & (c < z_hi)
+            e_lo, e_hi = col_bounds[z_lo], col_bounds[z_hi]
+            if e_hi == e_lo or not bool(inside.any()):
+                continue
+            xz = torch.zeros(n_out, z_hi - z_lo, device=device)  # A[:, Z]
+            xz[r_col[e_lo:e_hi], c_col[e_lo:e_hi] - z_lo] = 1.0
+            common_in = csr_ops.spmm(ones, col_ptr, r_col, xz, n_in, backend)  # (in, |Z|): A^T A[:, Z]
+            del xz
+            a = _path_factors_(common_in, k_in[z_lo:z_hi].float(), ch2)  # (in, |Z|): [i, z1]
+            # Y (E_c, in): row e = (z2, z1) holds every input i of z2, with a(i, z1)
+            owner, pos = _expand(row_ptr, r_col[e_lo:e_hi])
+            i = cols[pos]
+            Y = _coo(owner, i, a[i, c_col[e_lo + owner] - z_lo], (e_hi - e_lo, n_in))
+            del owner, pos, i, a
+            # X (|R|, E_c): row u holds the middle links e of every z1 in N(u) & Z, with b(u, z2)
+            u, z1 = r[inside], c[inside]
+            owner, e = _expand(col_ptr, z1)
+            u = u[owner]
+            X = _coo(u, e - e_lo, b[u, r_col[e]], (hi - lo, e_hi - e_lo))
+            del owner, e, z1
+            S += _spgemm_dense(X, Y)
+            del X, Y
         S.view(-1)[r * n_in + c] = 0.0  # existing links are not candidates
         yield lo, hi, S
