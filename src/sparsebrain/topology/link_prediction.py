@@ -436,6 +436,72 @@ _DEFAULT_LINK_TILE_ELEMS = 1 << 26
 _CUDA_TILE_FACTOR = 4
 
 
+class _LinkGraph:
+    """A layer's links in row and column order, with degrees, for the links-only tiles of the CH predictors."""
+
+    def __init__(self, links: Links, tile_elems: int | None, backend: str) -> None:
+        self.links, self.backend = links, backend
+        if tile_elems is None:
+            tile_elems = _DEFAULT_LINK_TILE_ELEMS * (_CUDA_TILE_FACTOR if links.device.type == "cuda" else 1)
+        self.tile_elems = tile_elems
+        self.n_out, self.n_in = links.shape
+        self.step = max(1, tile_elems // max(self.n_out, self.n_in))  # rows of a tile, inputs of a chunk
+
+    def small(self) -> bool:
+        """Whether the layer is one tile (computed by the dense predictor on its mask)."""
+        return self.n_out * self.n_in <= self.tile_elems or self.links.count == 0
+
+    def prepare(self) -> None:
+        device = self.links.device
+        self.rows, self.cols = self.links.rows(), self.links.cols()
+        self.ones = torch.ones(self.links.count, dtype=torch.float32, device=device)
+        self.k_out = torch.bincount(self.rows, minlength=self.n_out)
+        self.k_in = torch.bincount(self.cols, minlength=self.n_in)
+        zero = torch.zeros(1, dtype=torch.long, device=device)
+        self.row_ptr = torch.cat([zero, self.k_out.cumsum(0)])
+        self.col_ptr = torch.cat([zero, self.k_in.cumsum(0)])
+        perm = torch.sort(self.cols, stable=True).indices  # column order; rows stay increasing within a column
+        self.r_col, self.c_col = self.rows[perm], self.cols[perm]  # link e in column order joins (r_col, c_col)
+        self.row_bounds, self.col_bounds = self.row_ptr.tolist(), self.col_ptr.tolist()
+
+    def tile_links(self, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        """The links of rows ``lo .. hi - 1``: rows relative to ``lo``, and columns."""
+        a, b = self.row_bounds[lo], self.row_bounds[hi]
+        return self.rows[a:b] - lo, self.cols[a:b]
+
+    def common_out(self, lo: int, hi: int) -> Tensor:
+        """``A[R] A^T`` ``(|R|, out)``: common neighbours of the tile's outputs and every output."""
+        from ..kernels import csr_ops
+
+        r, c = self.tile_links(lo, hi)
+        x = torch.zeros(self.n_in, hi - lo, device=self.links.device)  # A[R]^T, feature-major
+        x[c, r] = 1.0
+        return csr_ops.spmm(self.ones, self.row_ptr, self.cols, x, self.n_out, self.backend).t().contiguous()
+
+    def common_in(self, z_lo: int, z_hi: int) -> Tensor:
+        """``A^T A[:, Z]`` ``(in, |Z|)``: common neighbours of every input and the chunk's inputs."""
+        from ..kernels import csr_ops
+
+        e_lo, e_hi = self.col_bounds[z_lo], self.col_bounds[z_hi]
+        x = torch.zeros(self.n_out, z_hi - z_lo, device=self.links.device)  # A[:, Z], feature-major over outputs
+        x[self.r_col[e_lo:e_hi], self.c_col[e_lo:e_hi] - z_lo] = 1.0
+        return csr_ops.spmm(self.ones, self.col_ptr, self.r_col, x, self.n_in, self.backend)
+
+    def tiles(self) -> Iterator[tuple[int, int, Tensor, Tensor]]:
+        """Row tiles ``(lo, hi, r, c)``: bounds and the tile's links (relative rows, columns)."""
+        for lo in range(0, self.n_out, self.step):
+            hi = min(lo + self.step, self.n_out)
+            yield lo, hi, *self.tile_links(lo, hi)
+
+    def chunks(self, c: Tensor) -> Iterator[tuple[int, int, Tensor]]:
+        """Input chunks ``(z_lo, z_hi, inside)`` that hold some of the tile's links ``c`` (``inside``: which)."""
+        for z_lo in range(0, self.n_in, self.step):
+            z_hi = min(z_lo + self.step, self.n_in)
+            inside = (c >= z_lo) & (c < z_hi)
+            if bool(inside.any()):
+                yield z_lo, z_hi, inside
+
+
 def l3n_tiles(links: Links, *, ch2: bool = True, tile_elems: int | None = None, backend: str = "auto") -> ScoreTiles:
     """Row tiles ``(lo, hi, S[lo:hi])`` of :func:`ch2_l3n` (``ch2``) or :func:`ch3_l3n` scores, from the links alone.
 
@@ -458,57 +524,23 @@ def l3n_tiles(links: Links, *, ch2: bool = True, tile_elems: int | None = None, 
     """
     from ..kernels import csr_ops
 
-    if tile_elems is None:
-        tile_elems = _DEFAULT_LINK_TILE_ELEMS * (_CUDA_TILE_FACTOR if links.device.type == "cuda" else 1)
-    n_out, n_in = links.shape
-    if n_out * n_in <= tile_elems or links.count == 0:
-        predictor = ch2_l3n if ch2 else ch3_l3n
-        yield 0, n_out, predictor(links.to_mask(), tile_elems=tile_elems)
+    g = _LinkGraph(links, tile_elems, backend)
+    if g.small():
+        yield 0, g.n_out, (ch2_l3n if ch2 else ch3_l3n)(links.to_mask(), tile_elems=g.tile_elems)
         return
-    device = links.device
-    rows, cols = links.rows(), links.cols()
-    ones = torch.ones(links.count, dtype=torch.float32, device=device)
-    k_out = torch.bincount(rows, minlength=n_out).float()
-    k_in = torch.bincount(cols, minlength=n_in).float()
-    row_ptr = torch.zeros(n_out + 1, dtype=torch.long, device=device)
-    row_ptr[1:] = k_out.long().cumsum(0)
-    perm = torch.sort(cols, stable=True).indices  # column order; rows stay increasing within a column
-    col_ptr = torch.zeros(n_in + 1, dtype=torch.long, device=device)
-    col_ptr[1:] = k_in.long().cumsum(0)
-    rows_by_col = rows[perm]
-    side = max(n_out, n_in)
-    step = max(1, tile_elems // side)
-    bounds = row_ptr.tolist()
-    for lo in range(0, n_out, step):
-        hi = min(lo + step, n_out)
-        a, b = bounds[lo], bounds[hi]
-        r, c = rows[a:b] - lo, cols[a:b]
-        x = torch.zeros(n_in, hi - lo, device=device)  # A[R]^T, feature-major
-        x[c, r] = 1.0
-        common = csr_ops.spmm(ones, row_ptr, cols, x, n_out, backend)  # (out, |R|): A A[R]^T
-        del x
-        w = _node_weights_(common.t().contiguous(), k_out, ch2)  # (|R|, out)
-        del common
-        S = csr_ops.transpose(csr_ops.spmm(ones, col_ptr, rows_by_col, w.t().contiguous(), n_in, backend), backend)
+    g.prepare()
+    for lo, hi, r, c in g.tiles():
+        w = _node_weights_(g.common_out(lo, hi), g.k_out.float(), ch2)  # (|R|, out)
+        S = csr_ops.transpose(csr_ops.spmm(g.ones, g.col_ptr, g.r_col, w.t().contiguous(), g.n_in, backend), backend)
         del w
-        for z_lo in range(0, n_in, step):
-            z_hi = min(z_lo + step, n_in)
-            inside = (c >= z_lo) & (c < z_hi)
-            if not bool(inside.any()):
-                continue
-            xz = torch.zeros(n_out, z_hi - z_lo, device=device)  # A[:, Z], feature-major over outputs
-            za, zb = int(col_ptr[z_lo]), int(col_ptr[z_hi])
-            xz[rows_by_col[za:zb], cols[perm[za:zb]] - z_lo] = 1.0
-            common = csr_ops.spmm(ones, col_ptr, rows_by_col, xz, n_in, backend)  # (in, |Z|): A^T A[:, Z]
-            del xz
-            bz = _node_weights_(common, k_in[z_lo:z_hi], ch2).t().contiguous()  # (|Z|, in)
-            del common
+        for z_lo, z_hi, inside in g.chunks(c):
+            bz = _node_weights_(g.common_in(z_lo, z_hi), g.k_in[z_lo:z_hi].float(), ch2).t().contiguous()  # (|Z|, in)
             rz, cz = r[inside], c[inside] - z_lo  # A[R, Z] in CSR order (rows increasing, columns within)
-            ptr = torch.zeros(hi - lo + 1, dtype=torch.long, device=device)
+            ptr = torch.zeros(hi - lo + 1, dtype=torch.long, device=links.device)
             ptr[1:] = torch.bincount(rz, minlength=hi - lo).cumsum(0)
-            S += csr_ops.spmm(ones[: rz.numel()], ptr, cz, bz, hi - lo, backend)
+            S += csr_ops.spmm(g.ones[: rz.numel()], ptr, cz, bz, hi - lo, backend)
             del bz
-        S.view(-1)[r * n_in + c] = 0.0  # existing links are not candidates
+        S.view(-1)[r * g.n_in + c] = 0.0  # existing links are not candidates
         yield lo, hi, S
 
 
@@ -528,59 +560,28 @@ def l3p_tiles(links: Links, *, ch2: bool = False, tile_elems: int | None = None,
         >>> bool(torch.equal(S, ch3_l3p(links.to_mask())))
         True
     """
-    from ..kernels import csr_ops
-
-    if tile_elems is None:
-        tile_elems = _DEFAULT_LINK_TILE_ELEMS * (_CUDA_TILE_FACTOR if links.device.type == "cuda" else 1)
-    n_out, n_in = links.shape
-    if n_out * n_in <= tile_elems or links.count == 0:
-        yield 0, n_out, (ch2_l3p if ch2 else ch3_l3p)(links.to_mask())
+    g = _LinkGraph(links, tile_elems, backend)
+    if g.small():
+        yield 0, g.n_out, (ch2_l3p if ch2 else ch3_l3p)(links.to_mask())
         return
-    device = links.device
-    rows, cols = links.rows(), links.cols()
-    ones = torch.ones(links.count, dtype=torch.float32, device=device)
-    k_out = torch.bincount(rows, minlength=n_out)
-    k_in = torch.bincount(cols, minlength=n_in)
-    zero = torch.zeros(1, dtype=torch.long, device=device)
-    row_ptr = torch.cat([zero, k_out.cumsum(0)])
-    col_ptr = torch.cat([zero, k_in.cumsum(0)])
-    perm = torch.sort(cols, stable=True).indices  # column-major links: e numbers them, rows increasing per column
-    r_col, c_col = rows[perm], cols[perm]
-    step = max(1, tile_elems // max(n_out, n_in))
-    bounds, col_bounds = row_ptr.tolist(), col_ptr.tolist()
-    for lo in range(0, n_out, step):
-        hi = min(lo + step, n_out)
-        a_lo, a_hi = bounds[lo], bounds[hi]
-        r, c = rows[a_lo:a_hi] - lo, cols[a_lo:a_hi]
-        x = torch.zeros(n_in, hi - lo, device=device)  # A[R]^T
-        x[c, r] = 1.0
-        common = csr_ops.spmm(ones, row_ptr, cols, x, n_out, backend).t().contiguous()  # (|R|, out)
-        del x
-        b = _path_factors_(common, k_out.float(), ch2)  # (|R|, out): [u, z2]
-        S = torch.zeros(hi - lo, n_in, device=device)
-        for z_lo in range(0, n_in, step):
-            z_hi = min(z_lo + step, n_in)
-            inside = (c >= z_lo) & (c < z_hi)
-            e_lo, e_hi = col_bounds[z_lo], col_bounds[z_hi]
-            if e_hi == e_lo or not bool(inside.any()):
-                continue
-            xz = torch.zeros(n_out, z_hi - z_lo, device=device)  # A[:, Z]
-            xz[r_col[e_lo:e_hi], c_col[e_lo:e_hi] - z_lo] = 1.0
-            common_in = csr_ops.spmm(ones, col_ptr, r_col, xz, n_in, backend)  # (in, |Z|): A^T A[:, Z]
-            del xz
-            a = _path_factors_(common_in, k_in[z_lo:z_hi].float(), ch2)  # (in, |Z|): [i, z1]
+    g.prepare()
+    for lo, hi, r, c in g.tiles():
+        b = _path_factors_(g.common_out(lo, hi), g.k_out.float(), ch2)  # (|R|, out): [u, z2]
+        S = torch.zeros(hi - lo, g.n_in, device=links.device)
+        for z_lo, z_hi, inside in g.chunks(c):
+            e_lo, e_hi = g.col_bounds[z_lo], g.col_bounds[z_hi]
+            a = _path_factors_(g.common_in(z_lo, z_hi), g.k_in[z_lo:z_hi].float(), ch2)  # (in, |Z|): [i, z1]
             # Y (E_c, in): row e = (z2, z1) holds every input i of z2, with a(i, z1)
-            owner, pos = _expand(row_ptr, r_col[e_lo:e_hi])
-            i = cols[pos]
-            Y = _coo(owner, i, a[i, c_col[e_lo + owner] - z_lo], (e_hi - e_lo, n_in))
+            owner, pos = _expand(g.row_ptr, g.r_col[e_lo:e_hi])
+            i = g.cols[pos]
+            Y = _coo(owner, i, a[i, g.c_col[e_lo + owner] - z_lo], (e_hi - e_lo, g.n_in))
             del owner, pos, i, a
             # X (|R|, E_c): row u holds the middle links e of every z1 in N(u) & Z, with b(u, z2)
-            u, z1 = r[inside], c[inside]
-            owner, e = _expand(col_ptr, z1)
-            u = u[owner]
-            X = _coo(u, e - e_lo, b[u, r_col[e]], (hi - lo, e_hi - e_lo))
-            del owner, e, z1
+            owner, e = _expand(g.col_ptr, c[inside])
+            u = r[inside][owner]
+            X = _coo(u, e - e_lo, b[u, g.r_col[e]], (hi - lo, e_hi - e_lo))
+            del owner, e
             S += _spgemm_dense(X, Y)
             del X, Y
-        S.view(-1)[r * n_in + c] = 0.0  # existing links are not candidates
+        S.view(-1)[r * g.n_in + c] = 0.0  # existing links are not candidates
         yield lo, hi, S
