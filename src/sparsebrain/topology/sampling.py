@@ -112,7 +112,7 @@ def positional_uniform(seed: Tensor, index: Tensor) -> Tensor:
     z = index.long().add(1).mul_(_GOLDEN).add_(seed.to(index.device))
     z = z.bitwise_xor_(_shift_right(z, 30)).mul_(_MIX1)
     z = z.bitwise_xor_(_shift_right(z, 27)).mul_(_MIX2)
-    z = z.bitwise_xor_(_shift_right(z, 31))
+    # splitmix64's last step, z ^ (z >> 31), leaves the top 33 bits as they are: the 23 taken here
     return _shift_right(z, 41).mul_(2).add_(1).float().mul_(2.0**-24)
 
 
@@ -431,8 +431,14 @@ def candidate_keys(scores: Tensor, positions: Tensor, sampling: str, seeds: Tens
     U = None if sampling == "topk" else positional_uniform(seeds[0], positions)
     # Positive-score candidates get keys > 0 (clamped in case a perturbed key underflowed to 0); zero-score
     # candidates get random keys in (-1, 0).
-    pos_key = _keys(s, sampling, U, temperature).clamp_min(torch.finfo(torch.float32).tiny)
-    return torch.where(s > 0, pos_key, positional_uniform(seeds[1], positions).neg_())
+    key = _keys(s, sampling, U, temperature).clamp_min(torch.finfo(torch.float32).tiny)
+    zero = s <= 0
+    if key.is_cuda:  # hashing every candidate costs less there than finding the zero-score ones (a host sync)
+        return torch.where(zero, positional_uniform(seeds[1], positions).neg_(), key)
+    at = zero.nonzero().squeeze(1)
+    if at.numel():
+        key[at] = positional_uniform(seeds[1], positions[at]).neg_()
+    return key
 
 
 def weighted_sample_without_replacement(
