@@ -41,8 +41,7 @@ def _broadcast_masks(masks: Mapping[str, Tensor | Links]) -> dict[str, Tensor | 
         if isinstance(mask, Links):  # its number of links first, then the positions
             n = torch.tensor([mask.count], dtype=torch.int64, device=mask.device)
             torch.distributed.broadcast(n, src=0)
-            flat = mask.flat if int(n) == mask.count else mask.flat.new_empty(int(n))
-            flat = flat.clone()
+            flat = mask.flat.clone() if int(n) == mask.count else mask.flat.new_empty(int(n))
             torch.distributed.broadcast(flat, src=0)
             out[name] = Links(flat, mask.shape)
             continue

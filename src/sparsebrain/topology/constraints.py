@@ -26,7 +26,15 @@ from torch import Tensor
 
 from .links import Links, ScoreTiles, scores_at, select_from_tiles
 from .nm import LAYOUTS, _check_nm, best_nm_mask, is_nm, nm_shape_error, parse_nm
-from .sampling import _alive_at, regrowth_keys, sample_positions, select_at, select_regrowth, true_indices
+from .sampling import (
+    _alive_at,
+    count_outside,
+    regrowth_keys,
+    sample_positions,
+    select_at,
+    select_regrowth,
+    true_indices,
+)
 
 __all__ = ["CANDIDATE_RULES", "NM", "Constraint", "Regrowth", "Unstructured", "constraint_of"]
 
@@ -269,11 +277,8 @@ def _mask_of(flat: Tensor, shape: tuple[int, ...], device: torch.device) -> Tens
 
 def _count_outside(excluded: Tensor | Links, alive: Alive, shape: tuple[int, ...]) -> int:
     """The positions with alive endpoints that are not links of ``excluded``."""
-    rows, cols = alive
-    n_r = int(rows.sum()) if rows is not None else shape[0]
-    n_c = int(cols.sum()) if cols is not None else shape[1]
     flat = excluded.flat if isinstance(excluded, Links) else true_indices(excluded)
-    return n_r * n_c - int(_alive_at(flat, shape[1], rows, cols).sum())
+    return count_outside((shape[0], shape[1]), flat, *alive)
 
 
 def constraint_of(pattern: str | None, layout: str = "transposable") -> Constraint:

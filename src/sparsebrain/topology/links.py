@@ -83,9 +83,14 @@ class Links:
         """The links of ``self`` that are not links of ``other``."""
         return self.keep(~other.contains(self.flat))
 
+    def row_span(self, lo: int, hi: int) -> tuple[int, int]:
+        """Where the links of rows ``lo .. hi - 1`` lie in :attr:`flat`: ``flat[a:b]``."""
+        a, b = torch.searchsorted(self.flat, torch.tensor([lo, hi], device=self.device) * self.shape[1]).tolist()
+        return a, b
+
     def in_rows(self, lo: int, hi: int) -> Tensor:
         """The flat positions of the links in rows ``lo .. hi - 1``."""
-        a, b = torch.searchsorted(self.flat, torch.tensor([lo, hi], device=self.device) * self.shape[1]).tolist()
+        a, b = self.row_span(lo, hi)
         return self.flat[a:b]
 
     def to_mask(self) -> Tensor:
@@ -149,7 +154,7 @@ def scores_at(tiles: ScoreTiles, links: Links) -> Tensor:
     out = torch.zeros(links.count, device=links.device)
     n_in = links.shape[1]
     for lo, hi, scores in tiles:
-        a, b = torch.searchsorted(links.flat, torch.tensor([lo, hi], device=links.device) * n_in).tolist()
+        a, b = links.row_span(lo, hi)
         out[a:b] = scores.reshape(-1)[links.flat[a:b] - lo * n_in].float()
     return out
 

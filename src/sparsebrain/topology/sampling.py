@@ -527,15 +527,9 @@ def sample_positions(
     n_out, n_in = shape
     device = excluded.device
     total = n_out * n_in
-    rows = alive_rows if alive_rows is not None else None
-    cols = alive_cols if alive_cols is not None else None
+    rows, cols = alive_rows, alive_cols
     if count is None:
-        n_r = int(rows.sum()) if rows is not None else n_out
-        n_c = int(cols.sum()) if cols is not None else n_in
-        inside = excluded
-        if rows is not None or cols is not None:
-            inside = excluded[_alive_at(excluded, n_in, rows, cols)]
-        count = n_r * n_c - inside.numel()
+        count = count_outside(shape, excluded, rows, cols)
     k = min(k, count)
     if k <= 0:
         return torch.zeros(0, dtype=torch.long, device=device)
@@ -562,6 +556,16 @@ def sample_positions(
             first = torch.full((unique.numel(),), drawn.numel(), dtype=torch.long, device=device)
             first.scatter_reduce_(0, inverse, torch.arange(drawn.numel(), device=device), "amin")
             return unique[first.argsort()[:k]].sort().values
+
+
+def count_outside(shape: tuple[int, int], excluded: Tensor, rows: Tensor | None, cols: Tensor | None) -> int:
+    """The positions of a ``shape`` layer with an alive row and column (None: all alive) that are not among the
+    flat positions ``excluded``: the candidates of :func:`sample_positions`."""
+    n_r = int(rows.sum()) if rows is not None else shape[0]
+    n_c = int(cols.sum()) if cols is not None else shape[1]
+    if rows is None and cols is None:
+        return n_r * n_c - excluded.numel()
+    return n_r * n_c - int(_alive_at(excluded, shape[1], rows, cols).sum())
 
 
 def _is_in_sorted(x: Tensor, sorted_set: Tensor) -> Tensor:
