@@ -116,12 +116,15 @@ def test_existing_compressed_layers_need_a_compressed_storage() -> None:
     assert len(sp.layers) == 3
 
 
-def test_fsdp2_strategy_refuses_compressed_layers() -> None:
+def test_fsdp2_strategy_refuses_compressed_layers_it_cannot_keep_exact() -> None:
+    """FSDP2 fixes the number of sharded values: a moving density is refused up front, and unsharded values too."""
     from sparsebrain.dst.distributed import FSDP2
 
     model = tiny_mlp()
     layers = sb.sparsify_(model, 0.2, storage="compressed")
-    with pytest.raises(RuntimeError, match="hold only their links"):
+    with pytest.raises(RuntimeError, match=r"hold only their links.*moves the number of links"):
+        FSDP2().check(layers, counts_change=True)
+    with pytest.raises(RuntimeError, match="are not sharded: call fully_shard"):
         FSDP2().check(layers)
 
 

@@ -36,6 +36,8 @@ class LayerView:
             (masked storage; a layer holding its links gives :attr:`active_grad` and ``module.gradient_rows``).
         full_weight: the weights as the engine gathered them for this update (full even when the layer is
             sharded); None: read them from the layer.
+        link_weight: the weights at the layer's links as the engine gathered them for this update (full even when
+            the values are sharded); None: read them from the layer.
         link_grad: the gradient at the layer's links (layers holding their links), averaged over processes.
         reduce: averages a tensor computed from this process's data (a tile of captured gradient) over processes.
     """
@@ -45,6 +47,7 @@ class LayerView:
     mask: Tensor | Links
     grad: Tensor | None = None
     full_weight: Tensor | None = None
+    link_weight: Tensor | None = None
     link_grad: Tensor | None = None
     reduce: Callable[[Tensor], Tensor] = _same
 
@@ -75,7 +78,7 @@ class LayerView:
     def active_weight(self) -> Tensor:
         """The weights at the links, ``(n_links,)``."""
         if self.holds_links:
-            return self._at_links(self.module.link_values())
+            return self._at_links(self.link_weight if self.link_weight is not None else self.module.link_values())
         return self.weight.reshape(-1)[self.positions]
 
     @property

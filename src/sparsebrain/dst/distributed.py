@@ -6,10 +6,11 @@ not an edit of the update loop:
 
 - :class:`Local`: one process.
 - :class:`DDP`: a replicated model (``DistributedDataParallel``): rank 0's seed and masks, dense gradients averaged.
-- :class:`FSDP2`: a model sharded by ``torch.distributed.fsdp.fully_shard``: each rank holds rows of every weight.
-  The layers' gradient hooks never fire on sharded parameters, so the strategy masks each weight's reduce-scattered
-  gradient in a post-accumulate-grad hook (before clipping and the optimizer), captures the dense shard there on
-  steps before an update, and gathers full weights and gradients for the rules.
+- :class:`FSDP2`: a model sharded by ``torch.distributed.fsdp.fully_shard``: each rank holds rows of every weight
+  (a part of the values of a layer that holds only its links). The layers' gradient hooks never fire on sharded
+  parameters, so the strategy masks each masked weight's reduce-scattered gradient in a post-accumulate-grad hook
+  (before clipping and the optimizer), captures the dense shard there on steps before an update, and gathers full
+  weights and gradients for the rules.
 
 Example:
     >>> strategy_for(None).agree_seed(7)  # one process: nothing to agree on
@@ -51,6 +52,15 @@ def _broadcast_masks(masks: Mapping[str, Tensor | Links]) -> dict[str, Tensor | 
     return out
 
 
+def _mean_(t: Tensor) -> Tensor:
+    torch.distributed.all_reduce(t)
+    return t.div_(torch.distributed.get_world_size())
+
+
+def _holds_links(layer: SparseLayer) -> bool:
+    return layer.links() is not None
+
+
 def _broadcast_seed(seed: int) -> int:
     t = torch.tensor([seed], dtype=torch.int64)
     torch.distributed.broadcast(t, src=0)
@@ -88,9 +98,12 @@ class Strategy:
         """A layer tensor (weights) as a full tensor, the same on every rank."""
         return t
 
-    def check(self, layers: Mapping[str, SparseLayer]) -> None:
-        """Raises if this strategy cannot keep the layers exact (sharded weights without :class:`FSDP2`)."""
-        sharded = [name for name, layer in layers.items() if is_sharded(getattr(layer, "weight", None))]
+    def check(self, layers: Mapping[str, SparseLayer], *, counts_change: bool = False) -> None:
+        """Raises if this strategy cannot keep the layers exact (sharded weights without :class:`FSDP2`).
+
+        ``counts_change``: the method moves the layers' numbers of links over training.
+        """
+        sharded = [name for name, layer in layers.items() if is_sharded(layer.weight_parameter())]
         if sharded:
             raise RuntimeError(
                 f"the weights of sparse layers {', '.join(sharded)} are sharded DTensors (fully_shard), which the "
@@ -122,8 +135,7 @@ class DDP(Strategy):
         return None if g is None else self.mean_(g)
 
     def mean_(self, t: Tensor) -> Tensor:
-        torch.distributed.all_reduce(t)
-        return t.div_(torch.distributed.get_world_size())
+        return _mean_(t)
 
 
 class FSDP2(Strategy):
@@ -137,6 +149,11 @@ class FSDP2(Strategy):
     - On steps before an update the hook first keeps the dense, reduced shard; :meth:`dense_grad` all-gathers it.
     - Rules see full weights (:meth:`full`, an all-gather per layer and update); masks stay full on every rank
       (a buffer FSDP2 does not shard) and are rank 0's.
+    - A layer that holds only its links (``storage="compressed"``) has its values sharded in even chunks and its
+      indices replicated: its gradient exists at the links only (nothing to mask), its backward keeps what gradient
+      scores are made of on this rank's data, averaged over ranks tile by tile (:meth:`mean_`), and a rewiring
+      rewrites each rank's chunk in place. FSDP2 fixes the number of values, so such layers need a method whose
+      number of links stays the same (not gmp, granet or chtss, whose density moves: use masked storage there).
     """
 
     def __init__(self) -> None:
@@ -155,9 +172,11 @@ class FSDP2(Strategy):
             handle.remove()
         self._handles = []
         for name, layer in layers.items():
-            weight = layer.weight
+            weight = layer.weight_parameter()
             if not is_sharded(weight):
                 raise RuntimeError(f"FSDP2 strategy: the weight of sparse layer {name!r} is not sharded (fully_shard)")
+            if _holds_links(layer):  # no gradient off the links to mask; the layer captures its own scores' parts
+                continue
             self._shards[name] = None
             self._handles.append(weight.register_post_accumulate_grad_hook(self._hook(name, layer)))
 
@@ -174,7 +193,13 @@ class FSDP2(Strategy):
 
     def capture_dense_grads_(self, layers: Mapping[str, SparseLayer], on: bool) -> None:
         self._capture = on
-        self._shards = dict.fromkeys(layers)
+        self._shards = {name: None for name, layer in layers.items() if not _holds_links(layer)}
+        for layer in layers.values():
+            if _holds_links(layer):
+                layer.capture_dense_grad_(on)
+
+    def mean_(self, t: Tensor) -> Tensor:
+        return _mean_(t)
 
     def dense_grad(self, name: str, layer: SparseLayer) -> Tensor | None:
         shard = self._shards.get(name)
@@ -188,15 +213,16 @@ class FSDP2(Strategy):
     def full(self, t: Tensor) -> Tensor:
         return full(t)
 
-    def check(self, layers: Mapping[str, SparseLayer]) -> None:
-        compressed = [name for name, layer in layers.items() if not layer.shardable]
-        if compressed:
+    def check(self, layers: Mapping[str, SparseLayer], *, counts_change: bool = False) -> None:
+        compressed = [name for name, layer in layers.items() if _holds_links(layer)]
+        if compressed and counts_change:
             raise RuntimeError(
                 f"FSDP2 strategy: sparse layers {', '.join(compressed)} hold only their links "
-                "(storage='compressed'), which this strategy cannot shard yet; use storage='masked' with FSDP2, "
-                "or DDP with compressed layers"
+                "(storage='compressed'), whose sharded values FSDP2 keeps at a fixed number, but the method moves "
+                "the number of links (a density schedule); use storage='masked' with FSDP2, or DDP with "
+                "compressed layers"
             )
-        plain = [name for name, layer in layers.items() if not is_sharded(getattr(layer, "weight", None))]
+        plain = [name for name, layer in layers.items() if not is_sharded(layer.weight_parameter())]
         if plain:
             raise RuntimeError(
                 f"FSDP2 strategy: the weights of sparse layers {', '.join(plain)} are not sharded: call fully_shard "

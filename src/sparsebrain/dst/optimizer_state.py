@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..nn.layer import StateMoved
-from ..nn.sharding import local, local_view
+from ..nn.sharding import full, is_sharded, local, local_view, write_full_
 
 __all__ = ["reset_state_"]
 
@@ -34,7 +34,10 @@ def reset_state_(optimizer: torch.optim.Optimizer, param: Tensor, keep: Tensor |
     if isinstance(keep, StateMoved):
         for key, value in state.items():
             if torch.is_tensor(value) and value.shape == keep.old_shape and value.dim() > 0:
-                state[key] = keep.apply(value).view(param.shape)
+                if is_sharded(value):  # sharded like its parameter (FSDP2), whose shape stays: rewritten in place
+                    write_full_(value, keep.apply(full(value)))
+                else:
+                    state[key] = keep.apply(value).view(param.shape)
         return
     for value in state.values():
         if torch.is_tensor(value) and value.shape == param.shape:

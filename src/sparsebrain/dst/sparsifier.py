@@ -265,7 +265,7 @@ class DynamicSparsifier:
         A step skipped (a GradScaler on inf/NaN gradients) or missing must not advance the schedule nor rewire on
         that step's gradients.
         """
-        self.strategy.check(self.layers)
+        self.strategy.check(self.layers, counts_change=self._counts_change)
         self.strategy.install(self.layers)
         self._capturing = self._needs_grad and self.is_update_step(self._step + 1)
         self.strategy.capture_dense_grads_(self.layers, self._capturing)
@@ -282,6 +282,13 @@ class DynamicSparsifier:
                     me._optimizer_steps += 1
 
             self._step_hook = optimizer.register_step_post_hook(count)
+
+    @property
+    def _counts_change(self) -> bool:
+        """Whether the layers' numbers of links move over training (a density schedule from another start)."""
+        cfg = self.config
+        start = self.density if cfg.initial_density is None else cfg.initial_density
+        return cfg.sparse and cfg.dynamic and cfg.density_schedule != "constant" and start != self.density
 
     def _check_schedule(self) -> None:
         """Refuses a density schedule that gets no topology update (it would end at its start density, silently)."""
@@ -384,7 +391,7 @@ class DynamicSparsifier:
             self._step += 1
             return False
         if not self._checked:  # once: e.g. a model sharded after the sparsifier was built, without attach()
-            self.strategy.check(self.layers)
+            self.strategy.check(self.layers, counts_change=self._counts_change)
             self._checked = True
         nxt = self._step + 1
         updated = False
@@ -431,11 +438,11 @@ class DynamicSparsifier:
     def _update(self, step: int) -> None:
         """One topology update: removal, (percolation), regrowth under the constraint, and the layers' rewiring."""
         cfg = self.config
-        self.strategy.check(self.layers)
+        self.strategy.check(self.layers, counts_change=self._counts_change)
         old = {n: self._topology(m) for n, m in self.layers.items()}
         held = [n for n, t in old.items() if isinstance(t, Links)]  # layers updated on their links alone, in order
         weights = {n: self.strategy.full(m.dense_weight()) for n, m in self.layers.items() if n not in held}
-        values = {n: self.layers[n].link_values() for n in held}
+        values = {n: self.strategy.full(self.layers[n].link_values()) for n in held}
         # max |w| is finite exactly when every weight is (NaN and inf propagate): one reduction per layer
         largest = _to_host(
             {n: torch.linalg.vector_norm(w.detach(), float("inf")) for n, w in (weights | values).items() if w.numel()}
@@ -472,6 +479,7 @@ class DynamicSparsifier:
                 mask,
                 grads.get(name),
                 full_weight=weights.get(name),
+                link_weight=values.get(name),
                 link_grad=link_grads.get(name),
                 reduce=self.strategy.mean_,
             )

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..kernels import csr_ops
 from ..topology.links import Links
 from .layer import LAYERS, SparseLayer, StateMoved
+from .sharding import full, is_sharded, write_full_
 
 __all__ = ["CompressedSparseLinear", "dense_from_links", "index_dtype_for"]
 
@@ -112,7 +113,6 @@ class CompressedSparseLinear(SparseLayer):
 
     rows: Tensor
     cols: Tensor
-    shardable = False
 
     def __init__(
         self,
@@ -244,7 +244,7 @@ class CompressedSparseLinear(SparseLayer):
         return mask.view(self.out_features, self.in_features)
 
     def dense_weight(self) -> Tensor:
-        return self._dense(self.values.detach())
+        return self._dense(full(self.values.detach()))  # sharded values (FSDP2): an all-gather
 
     def _dense(self, values: Tensor) -> Tensor:
         out = torch.zeros(self.out_features * self.in_features, dtype=values.dtype, device=values.device)
@@ -268,9 +268,20 @@ class CompressedSparseLinear(SparseLayer):
             source = torch.where(old[pos] == new, pos, source)
         moved = StateMoved(source, self.values.shape)
         grad = self.values.grad
-        _swap_data(self.values, moved.apply(self.values.data))  # the same Parameter object; new links start at 0
-        if grad is not None:  # a gradient not yet cleared follows its links too (zero for new ones)
-            self.values.grad = moved.apply(grad)
+        if is_sharded(self.values):  # FSDP2 holds a fixed number of values: each rank rewrites its part in place
+            if new.numel() != self.nnz:
+                raise ValueError(
+                    f"CompressedSparseLinear: its values are sharded (fully_shard), which fixes their number at "
+                    f"{self.nnz}, but the new topology has {new.numel()} links; a method whose density moves needs "
+                    "storage='masked' under FSDP2 (or DDP)"
+                )
+            for t in (self.values, grad):
+                if t is not None:
+                    write_full_(t, moved.apply(full(t.detach())))
+        else:
+            _swap_data(self.values, moved.apply(self.values.data))  # the same Parameter object; new links at 0
+            if grad is not None:  # a gradient not yet cleared follows its links too (zero for new ones)
+                self.values.grad = moved.apply(grad)
         self._set_links(new)
         return {"values": moved}
 
@@ -313,9 +324,14 @@ class CompressedSparseLinear(SparseLayer):
         return Links(self._flat(), (self.out_features, self.in_features))
 
     def link_values(self) -> Tensor:
-        return self.values.detach()
+        return self.values.detach()  # a DTensor when sharded (FSDP2), as a masked layer's weight
 
     def to_linear(self) -> nn.Linear:
+        if is_sharded(self.values):
+            raise RuntimeError(
+                "CompressedSparseLinear.to_linear: the values are sharded (fully_shard); squash a model loaded from "
+                "a full state dict instead"
+            )
         linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
         with torch.no_grad():
             _swap_data(self.values, self._dense(self.values.data))  # the same Parameter object, dense again
@@ -335,7 +351,7 @@ class CompressedSparseLinear(SparseLayer):
         return torch.sparse_csr_tensor(
             row_ptr.long(),
             cols.long(),
-            self.values.detach().clone(),
+            full(self.values.detach()).clone(),  # sharded values (FSDP2): an all-gather
             (self.out_features, self.in_features),
             check_invariants=True,
         )
@@ -397,6 +413,12 @@ class CompressedSparseLinear(SparseLayer):
             self._set_links(flat.to(self.rows.device))
             values = state_dict.get(prefix + "values")
             if values is not None and values.shape != self.values.shape:
+                if is_sharded(self.values):  # FSDP2 fixed the number of values when it sharded them
+                    error_msgs.append(
+                        f"sparse layer {prefix[:-1]!r}: the checkpoint has {values.shape[0]} links, but its values "
+                        f"are sharded with {self.nnz}: load it before fully_shard"
+                    )
+                    return
                 with torch.no_grad():
                     _swap_data(self.values, self.values.data.new_empty(values.shape))
             state_dict[prefix + "rows"], state_dict[prefix + "cols"] = self.rows, self.cols

@@ -63,7 +63,6 @@ class SparseLayer(nn.Module):
     - ``dense_master_weights``: every weight is trained, the topology only selects which ones compute (STE): weights
       off the topology are not zero, and no sparse initialisation applies.
     - ``needs_pattern``: the layer derives an N:M pattern itself, so the method must name one.
-    - ``shardable``: FSDP2 may shard the layer's weight by rows (a dense ``(out, in)`` weight).
     """
 
     in_features: int
@@ -71,7 +70,6 @@ class SparseLayer(nn.Module):
     rewirable: ClassVar[bool] = True
     dense_master_weights: ClassVar[bool] = False
     needs_pattern: ClassVar[bool] = False
-    shardable: ClassVar[bool] = True
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, mask: Tensor, **options: Any) -> SparseLayer:

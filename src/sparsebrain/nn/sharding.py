@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-__all__ = ["full", "is_sharded", "local", "local_view"]
+__all__ = ["full", "is_sharded", "local", "local_view", "write_full_"]
 
 
 def _dtensor_type() -> type | None:
@@ -55,3 +55,14 @@ def local_view(like: Tensor, whole: Tensor) -> Tensor:
 def full(t: Tensor) -> Tensor:
     """``t`` as a full tensor: a collective (all-gather) for a DTensor, which every rank must call in the same order."""
     return t.full_tensor() if is_sharded(t) else t  # type: ignore[attr-defined]
+
+
+def write_full_(t: Tensor, whole: Tensor) -> None:
+    """Writes ``whole``, a full tensor shaped like ``t``, into ``t`` in place: only this rank's part of a DTensor.
+
+    Example:
+        >>> import torch
+        >>> w = torch.zeros(2); write_full_(w, torch.ones(2)); w.tolist()
+        [1.0, 1.0]
+    """
+    local(t).copy_(local_view(t, whole))
