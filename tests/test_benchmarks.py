@@ -210,3 +210,15 @@ def test_very_wide_mlp_tiny_run_reports_accuracy(tmp_path: Path) -> None:
     assert report["config"]["steps"] == 120 and [u["step"] for u in report["updates"]] == [50]  # until step 90
     assert abs(sum(report["links"].values()) - 60_000) <= 3  # the budget, up to rounding per layer
     assert 0.1 < report["test_accuracy"] <= 1.0
+
+
+def test_semi_structured_tiny_run_reports_layers_and_model_against_dense(tmp_path: Path) -> None:
+    report = _run("semi_structured.py", ["--tiny"], tmp_path / "ss.json")
+    assert report["benchmark"] == "semi_structured" and "--tiny" in report["command"]
+    assert [(r["in"], r["out"]) for r in report["layers"]] == [(64, 128), (128, 64)]
+    for row in report["layers"]:
+        assert row["dense"]["eager_ms"] > 0
+        if not report["cusparselt"]:  # the CPU: nothing to compare with, and it says so
+            assert row["exported"] is None
+    assert report["model"]["dense"]["eager_ms"] > 0 and report["model"]["config"]["n_layers"] == 2
+    assert all(t["at_least"] >= 1.0 for t in report["targets"])

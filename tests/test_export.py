@@ -10,7 +10,6 @@ import copy
 import warnings
 from collections import OrderedDict
 from types import SimpleNamespace
-from typing import ClassVar
 
 import pytest
 import torch
@@ -57,35 +56,22 @@ def _rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return float((got - ref).abs().max() / ref.abs().max())
 
 
-class _Identity:
-    """A stand-in backend whose 'compressed' weight is the dense weight itself."""
-
-    BACKEND = "identity"
-    _DTYPE_SHAPE_CONSTRAINTS: ClassVar[dict[torch.dtype, SimpleNamespace]] = {
-        torch.float32: SimpleNamespace(sparse_min_rows=8, sparse_min_cols=16)
-    }
-
-    @classmethod
-    def from_dense(cls, w: torch.Tensor) -> torch.Tensor:
-        return w.clone()
+_F32_MINIMUM = {torch.float32: SimpleNamespace(sparse_min_rows=8, sparse_min_cols=16)}
 
 
-class _Refuses(_Identity):
-    BACKEND = "refuses"
-
-    @classmethod
-    def from_dense(cls, w: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("Supported only on GPUs with compute capability 8.x\nsecond line")
+def _stand_in(name: str, compress) -> export._Backend:  # type: ignore[no-untyped-def]
+    """A backend whose 'compressed' weight is a dense tensor made by ``compress``."""
+    return export._Backend(name, _F32_MINIMUM, lambda w, b, tokens: SemiStructuredLinear(compress(w), b))
 
 
-class _Scrambles(_Identity):
-    """Reads the layout wrongly, like ``_sparse_semi_structured_tile(use_cutlass=False)`` on Hopper."""
+def _refuse(w: torch.Tensor) -> torch.Tensor:
+    raise RuntimeError("Supported only on GPUs with compute capability 8.x\nsecond line")
 
-    BACKEND = "scrambles"
 
-    @classmethod
-    def from_dense(cls, w: torch.Tensor) -> torch.Tensor:
-        return w.flip(1).contiguous()
+_IDENTITY = _stand_in("identity", lambda w: w.clone())
+_REFUSES = _stand_in("refuses", _refuse)
+# reads the layout wrongly, like ``_sparse_semi_structured_tile(use_cutlass=False)`` on Hopper
+_SCRAMBLES = _stand_in("scrambles", lambda w: w.flip(1).contiguous())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -208,6 +194,8 @@ def test_argument_errors() -> None:
         sb.to_semi_structured(sb.SparseLinear(8, 4))
     with pytest.raises(ValueError, match="floating torch.dtype"):
         sb.to_semi_structured(_model(), dtype=torch.int8)
+    with pytest.raises(ValueError, match="tokens must be a positive int, got 0"):
+        sb.to_semi_structured(_model(), tokens=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -217,7 +205,7 @@ def test_argument_errors() -> None:
 
 def test_conversion_path_with_a_stand_in_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(export, "_platform_problems", lambda w: [])
-    monkeypatch.setattr(export, "_backends", lambda: [_Refuses, _Identity])
+    monkeypatch.setattr(export, "_backends", lambda: [_REFUSES, _IDENTITY])
     model = _model()
     sparse = copy.deepcopy(model)
     with warnings.catch_warnings():
@@ -233,11 +221,11 @@ def test_conversion_path_with_a_stand_in_backend(monkeypatch: pytest.MonkeyPatch
 def test_refusals_and_wrong_results_fall_back_with_each_backend_named() -> None:
     w = best_rowwise_mask(torch.randn(8, 16), 2, 4) * torch.randn(8, 16)
     b = torch.randn(8)
-    layer, reason = export._convert(w, b, [_Refuses, _Scrambles])
+    layer, reason = export._convert(w, b, [_REFUSES, _SCRAMBLES])
     assert layer is None
     assert reason.startswith("platform refused: refuses: Supported only on GPUs with compute capability 8.x; ")
     assert "scrambles: wrong result, relative error" in reason and "second line" not in reason
-    layer, reason = export._convert(w, b, [_Scrambles, _Identity])
+    layer, reason = export._convert(w, b, [_SCRAMBLES, _IDENTITY])
     assert isinstance(layer, SemiStructuredLinear) and reason == SEMI_STRUCTURED
 
 
@@ -245,18 +233,19 @@ def test_shape_minimums_come_from_the_installed_torch() -> None:
     from torch.sparse import SparseSemiStructuredTensorCUSPARSELT as Lt
     from torch.sparse import SparseSemiStructuredTensorCUTLASS as Cutlass
 
+    backends = [export._CUSPARSELT, export._CUTLASS]
     lt, cu = Lt._DTYPE_SHAPE_CONSTRAINTS[torch.bfloat16], Cutlass._DTYPE_SHAPE_CONSTRAINTS[torch.bfloat16]
     both = (lt.sparse_min_rows * cu.sparse_min_rows, lt.sparse_min_cols * cu.sparse_min_cols)
-    fitting, _ = export._fitting_backends(both, torch.bfloat16, [Lt, Cutlass])
-    assert fitting == [Lt, Cutlass]
+    fitting, _ = export._fitting_backends(both, torch.bfloat16, backends)
+    assert fitting == backends
     odd = (lt.sparse_min_rows * cu.sparse_min_rows + 4, both[1])
-    fitting, reason = export._fitting_backends(odd, torch.bfloat16, [Lt, Cutlass])
+    fitting, reason = export._fitting_backends(odd, torch.bfloat16, backends)
     assert fitting == []
     assert reason == (
         f"shape {odd} is not a multiple of ({lt.sparse_min_rows}, {lt.sparse_min_cols}) for cuSPARSELt "
         f"or ({cu.sparse_min_rows}, {cu.sparse_min_cols}) for CUTLASS"
     )
-    fitting, _ = export._fitting_backends(both, torch.float64, [Lt, Cutlass])
+    fitting, _ = export._fitting_backends(both, torch.float64, backends)
     assert fitting == []
 
 
@@ -286,7 +275,10 @@ def _check_semi_structured(model: nn.Module, report: dict[str, str]) -> dict[str
         if reason == SEMI_STRUCTURED:
             layer = model.get_submodule(name)
             assert isinstance(layer, SemiStructuredLinear)
-            assert isinstance(layer.weight, torch.sparse.SparseSemiStructuredTensor)
+            if layer.backend == "cuSPARSELt":  # compressed once, with its searched algorithm; no dense weight kept
+                assert layer.packed is not None and isinstance(layer.alg_id, int) and layer.weight is None
+            else:
+                assert isinstance(layer.weight, torch.sparse.SparseSemiStructuredTensor)
     return refused
 
 
@@ -332,3 +324,34 @@ def test_cuda_fallback_reasons_for_dtype_and_shape() -> None:
     x = torch.randn(16, 64, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
         assert _rel_err(model(x), sparse(x)) < 2e-2
+
+
+@cuda_only
+def test_cuda_exported_layers_run_under_compile_and_cuda_graphs() -> None:
+    """The cuSPARSELt layers do no host work that a graph could not replay: compiled and graphed outputs are the
+    eager ones."""
+    from sparsebrain.kernels import cusparselt
+
+    if not cusparselt.available():
+        pytest.skip("this torch build has no cuSPARSELt")
+    model = _model(512, 256, 512, device="cuda", dtype=torch.bfloat16)
+    report = sb.to_semi_structured(model, tokens=128)
+    assert set(report.values()) == {SEMI_STRUCTURED}
+    assert {layer.backend for layer in model.modules() if isinstance(layer, SemiStructuredLinear)} == {"cuSPARSELt"}
+    x = torch.randn(128, 512, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        eager = model(x)
+        compiled = torch.compile(model, fullgraph=True)(x)
+        torch.testing.assert_close(compiled, eager, rtol=1e-2, atol=1e-2)
+        static = x.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            model(static)  # warm-up outside the capture
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = model(static)
+        static.copy_(x * 2)
+        graph.replay()
+        torch.testing.assert_close(out, model(x * 2), rtol=0, atol=0)

@@ -22,7 +22,9 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,7 @@ from torch.sparse import (
     SparseSemiStructuredTensorCUTLASS,
 )
 
+from .kernels import cusparselt
 from .nn import SparseLayer, sparse_layers
 from .topology import is_rowwise
 
@@ -42,49 +45,101 @@ SEMI_STRUCTURED = "semi_structured"
 """The report value of a layer whose weight became a ``SparseSemiStructuredTensor``."""
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
-_BACKEND_NAMES = {"cusparselt": "cuSPARSELt", "cutlass": "CUTLASS"}
+_BACKEND_NAMES = {"cusparselt": "cuSPARSELt", "cutlass": "CUTLASS"}  # of torch's SparseSemiStructuredTensor
 # Relative error (to the output's scale) above which a converted layer is taken to compute wrongly. Correct kernels
 # agree with the dense bf16 matmul to about 1e-2; a misread layout is off by about 1.
 _PROBE_RTOL = 5e-2
 
 
 class SemiStructuredLinear(nn.Module):
-    """An inference-only ``y = x W^T + b`` whose weight is a 2:4 ``SparseSemiStructuredTensor``.
+    """An inference-only ``y = x W^T + b`` whose 2:4 weight runs on the sparse tensor cores.
 
-    The weight and bias are frozen parameters (``requires_grad=False``) of the same dtype; inputs must have that dtype
-    too, as with ``nn.Linear``. Any number of leading dimensions is accepted: the sparse kernels take 2-D inputs
-    only, so ``forward`` flattens them and restores them afterwards.
+    Two ways to hold the weight: :meth:`from_cusparselt` compresses it once for cuSPARSELt and searches the fastest
+    algorithm once (a buffer ``packed`` and an int ``alg_id``; every call is one library product, with no transpose,
+    re-compression or dispatch through a tensor subclass, so it also runs under ``torch.compile`` and CUDA graphs);
+    the constructor takes a weight tensor as it is, such as a ``SparseSemiStructuredTensor`` (torch's CUTLASS
+    kernels) or a dense one. The parameters are frozen (``requires_grad=False``) and of one dtype; inputs must have
+    that dtype too, as with ``nn.Linear``. Any number of leading dimensions is accepted: the sparse kernels take 2-D
+    inputs only, so ``forward`` flattens them and restores them afterwards.
 
     Example:
         >>> # on a CUDA device of compute capability >= 8.0, with a 2:4 bf16 weight w of shape (256, 512):
-        >>> # layer = SemiStructuredLinear(torch.sparse.to_sparse_semi_structured(w), bias)
+        >>> # layer = SemiStructuredLinear.from_cusparselt(w, bias)
         >>> # y = layer(torch.randn(4, 64, 512, device="cuda", dtype=torch.bfloat16))  # (4, 64, 256)
     """
+
+    packed: Tensor | None
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None) -> None:
         super().__init__()
         if weight.dim() != 2:
             raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
         self.out_features, self.in_features = int(weight.shape[0]), int(weight.shape[1])
+        self.dtype = weight.dtype
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.register_parameter("bias", None if bias is None else nn.Parameter(bias, requires_grad=False))
+        self.register_buffer("packed", None)
+        self.alg_id: int | None = None
+
+    @classmethod
+    def from_cusparselt(cls, weight: Tensor, bias: Tensor | None = None, *, tokens: int = 4096) -> SemiStructuredLinear:
+        """The 2:4 ``weight`` (CUDA, float16 / bfloat16) compressed for cuSPARSELt, with the algorithm found fastest
+        on ``tokens`` random inputs (the number of tokens a call will typically see)."""
+        layer = cls(torch.empty(weight.shape, dtype=weight.dtype, device="meta"), bias)  # no dense copy is kept
+        layer.register_parameter("weight", None)
+        layer.packed = cusparselt.compress(weight)
+        g = torch.Generator(device=weight.device).manual_seed(0)
+        x = torch.randn(tokens, weight.shape[1], generator=g, device=weight.device).to(weight.dtype)
+        layer.alg_id = cusparselt.search(layer.packed, x, layer.bias)
+        return layer
 
     @property
     def backend(self) -> str:
         """The kernel library behind the weight: ``"cuSPARSELt"``, ``"CUTLASS"``, or ``"dense"``."""
+        if self.packed is not None:
+            return "cuSPARSELt"
         name = getattr(self.weight, "BACKEND", None)
         return _BACKEND_NAMES.get(name, str(name)) if name is not None else "dense"
 
     def forward(self, x: Tensor) -> Tensor:
         x2 = x.reshape(-1, self.in_features)  # (B*T, in)
-        y = F.linear(x2, self.weight, self.bias)  # (B*T, out)
+        if self.packed is None:
+            y = F.linear(x2, self.weight, self.bias)  # (B*T, out)
+        else:
+            if x.dtype != self.dtype:
+                raise RuntimeError(
+                    f"SemiStructuredLinear: input dtype {x.dtype} differs from the weight's {self.dtype}"
+                )
+            y = cusparselt.linear(x2, self.packed, self.bias, self.alg_id)  # type: ignore[arg-type]
         return y.reshape(*x.shape[:-1], self.out_features)  # (B, T, out)
 
     def extra_repr(self) -> str:
+        searched = f", alg_id={self.alg_id}" if self.alg_id is not None else ""
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"dtype={self.weight.dtype}, backend={self.backend}"
+            f"dtype={self.dtype}, backend={self.backend}{searched}"
         )
+
+
+@dataclass(frozen=True)
+class _Backend:
+    """A way to hold a 2:4 weight on the sparse tensor cores: its name, minimum shapes and layer builder."""
+
+    name: str
+    constraints: Mapping[torch.dtype, Any]  # per dtype: sparse_min_rows, sparse_min_cols (torch's own tables)
+    build: Callable[[Tensor, Tensor | None, int], SemiStructuredLinear]  # (weight, bias, tokens)
+
+
+_CUSPARSELT = _Backend(
+    "cuSPARSELt",
+    SparseSemiStructuredTensorCUSPARSELT._DTYPE_SHAPE_CONSTRAINTS,
+    lambda w, b, tokens: SemiStructuredLinear.from_cusparselt(w, b, tokens=tokens),
+)
+_CUTLASS = _Backend(
+    "CUTLASS",
+    SparseSemiStructuredTensorCUTLASS._DTYPE_SHAPE_CONSTRAINTS,
+    lambda w, b, tokens: SemiStructuredLinear(SparseSemiStructuredTensorCUTLASS.from_dense(w), b),
+)
 
 
 def to_semi_structured(
@@ -92,16 +147,18 @@ def to_semi_structured(
     *,
     dtype: torch.dtype | None = None,
     strict: bool = True,
+    tokens: int = 4096,
 ) -> dict[str, str]:
     """Replaces every ``SparseLinear`` of ``model``, in place, by a frozen inference layer; returns what happened.
 
     A layer whose mask keeps at most 2 of every 4 consecutive weights along ``in_features`` (row-wise 2:4, which
-    transposable 2:4 masks are too) becomes a :class:`SemiStructuredLinear` holding its masked weight as a
-    ``torch.sparse.SparseSemiStructuredTensor`` when all of these hold: the weight is on a CUDA device of compute
-    capability >= 8.0; it is float16 or bfloat16 (after the cast to ``dtype``); its shape meets the minimum of a
-    backend (cuSPARSELt, else CUTLASS: ``_DTYPE_SHAPE_CONSTRAINTS`` of the installed torch); and the conversion
-    succeeds and a probe matmul agrees with the dense one. Backends are tried in turn, cuSPARSELt first (unless
-    ``SparseSemiStructuredTensor._FORCE_CUTLASS`` is set), because CUTLASS refuses Hopper GPUs. Otherwise the layer
+    transposable 2:4 masks are too) becomes a :class:`SemiStructuredLinear` on the sparse tensor cores when all of
+    these hold: the weight is on a CUDA device of compute capability >= 8.0; it is float16 or bfloat16 (after the
+    cast to ``dtype``); its shape meets the minimum of a backend (``_DTYPE_SHAPE_CONSTRAINTS`` of the installed
+    torch); and the conversion succeeds and a probe matmul agrees with the dense one. Backends are tried in turn:
+    cuSPARSELt first (the weight compressed once, the fastest algorithm searched once on ``tokens`` inputs), then
+    torch's CUTLASS ``SparseSemiStructuredTensor`` (which refuses Hopper GPUs); the other way round when
+    ``SparseSemiStructuredTensor._FORCE_CUTLASS`` is set. Otherwise the layer
     becomes an ``nn.Linear`` with the dense weight with zeros (``weight * mask``), and a ``UserWarning`` lists the
     layers that stayed dense.
 
@@ -116,6 +173,8 @@ def to_semi_structured(
         strict: If True, a layer whose mask is not 2:4 along ``in_features`` (or whose ``in_features`` is not a
             multiple of 4) raises ``ValueError`` before the model is touched. If False, such layers become dense
             ``nn.Linear`` layers too, and the report says why.
+        tokens: The number of tokens (rows of the flattened input) a call typically sees: cuSPARSELt's algorithm is
+            searched for it, once per layer.
 
     Returns:
         ``{dotted layer name: "semi_structured" or "dense (<reason>)"}``, in registration order.
@@ -140,6 +199,8 @@ def to_semi_structured(
         )
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"tokens must be a positive int, got {tokens!r}")
     layers = sparse_layers(model)
     masks = {name: layer.topology() for name, layer in layers.items()}  # STE: the pattern of the current |W|
 
@@ -163,7 +224,7 @@ def to_semi_structured(
             if name in problems:
                 reason = problems[name]
             else:
-                new, reason = _semi_structured(weight, bias)
+                new, reason = _semi_structured(weight, bias, tokens)
             if new is None:
                 new = _dense_linear(weight, bias)
                 report[name] = f"dense ({reason})"
@@ -208,22 +269,15 @@ def _mask_problem(mask: Tensor) -> str | None:
     return f"mask is not 2:4 along in_features, it is {found}"
 
 
-def _backends() -> list[type[SparseSemiStructuredTensor]]:
-    """The semi-structured backends to try, in order: torch's own preference first, then the other one."""
-    order: list[type[SparseSemiStructuredTensor]] = [
-        SparseSemiStructuredTensorCUSPARSELT,
-        SparseSemiStructuredTensorCUTLASS,
-    ]
+def _backends() -> list[_Backend]:
+    """The 2:4 backends to try, in order: cuSPARSELt (where this torch has it), then CUTLASS; the other way round
+    when torch's ``SparseSemiStructuredTensor._FORCE_CUTLASS`` is set."""
+    order = [_CUSPARSELT, _CUTLASS]
     if SparseSemiStructuredTensor._FORCE_CUTLASS:
         order.reverse()
-    if not torch.backends.cusparselt.is_available():
-        order.remove(SparseSemiStructuredTensorCUSPARSELT)
+    if not cusparselt.available():
+        order.remove(_CUSPARSELT)
     return order
-
-
-def _backend_name(cls: type) -> str:
-    backend = getattr(cls, "BACKEND", None)
-    return _BACKEND_NAMES.get(backend, backend) if backend else cls.__name__
 
 
 def _platform_problems(weight: Tensor) -> list[str]:
@@ -240,23 +294,23 @@ def _platform_problems(weight: Tensor) -> list[str]:
 
 
 def _fitting_backends(
-    shape: Sequence[int], dtype: torch.dtype, backends: Sequence[type[SparseSemiStructuredTensor]]
-) -> tuple[list[type[SparseSemiStructuredTensor]], str]:
+    shape: Sequence[int], dtype: torch.dtype, backends: Sequence[_Backend]
+) -> tuple[list[_Backend], str]:
     """The backends whose minimum sparse shape for ``dtype`` divides ``shape``, and a reason naming the minimums."""
     rows, cols = shape
     fitting, minimums = [], []
-    for cls in backends:
-        c = cls._DTYPE_SHAPE_CONSTRAINTS.get(dtype)
+    for backend in backends:
+        c = backend.constraints.get(dtype)
         if c is None:
             continue
         if rows % c.sparse_min_rows == 0 and cols % c.sparse_min_cols == 0 and rows > 0 and cols > 0:
-            fitting.append(cls)
-        minimums.append(f"({c.sparse_min_rows}, {c.sparse_min_cols}) for {_backend_name(cls)}")
+            fitting.append(backend)
+        minimums.append(f"({c.sparse_min_rows}, {c.sparse_min_cols}) for {backend.name}")
     reason = f"shape {tuple(shape)} is not a multiple of " + (" or ".join(minimums) or "any supported minimum")
     return fitting, reason
 
 
-def _semi_structured(weight: Tensor, bias: Tensor | None) -> tuple[SemiStructuredLinear | None, str]:
+def _semi_structured(weight: Tensor, bias: Tensor | None, tokens: int) -> tuple[SemiStructuredLinear | None, str]:
     """A :class:`SemiStructuredLinear` for the masked 2:4 ``weight``, or ``None`` and the reason it cannot be made."""
     reasons = _platform_problems(weight)
     if reasons:
@@ -264,30 +318,26 @@ def _semi_structured(weight: Tensor, bias: Tensor | None) -> tuple[SemiStructure
     backends, shape_reason = _fitting_backends(weight.shape, weight.dtype, _backends())
     if not backends:
         return None, shape_reason
-    return _convert(weight, bias, backends)
+    return _convert(weight, bias, backends, tokens)
 
 
 def _convert(
-    weight: Tensor, bias: Tensor | None, backends: Sequence[type[SparseSemiStructuredTensor]]
+    weight: Tensor, bias: Tensor | None, backends: Sequence[_Backend], tokens: int = 64
 ) -> tuple[SemiStructuredLinear | None, str]:
-    """Tries ``cls.from_dense`` for each backend in turn and keeps the first layer whose probe matmul is right.
-
-    ``cls.from_dense`` is what ``torch.sparse.to_sparse_semi_structured`` calls for the backend chosen by the global
-    ``_FORCE_CUTLASS`` flag; calling it directly picks the backend without changing that flag for the whole process.
-    """
+    """Builds the layer with each backend in turn and keeps the first one whose probe matmul is right."""
     refusals = []
-    for cls in backends:
+    for backend in backends:
         try:
-            layer = SemiStructuredLinear(cls.from_dense(weight), bias)
+            layer = backend.build(weight, bias, tokens)
             error = _probe_error(layer, weight, bias)
         # a platform may refuse in any way: RuntimeError (CUTLASS on Hopper), NotImplementedError, a CUDA error...
         except Exception as e:
             first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            refusals.append(f"{_backend_name(cls)}: {first_line[:200]}")
+            refusals.append(f"{backend.name}: {first_line[:200]}")
             continue
         if error <= _PROBE_RTOL:
             return layer, SEMI_STRUCTURED
-        refusals.append(f"{_backend_name(cls)}: wrong result, relative error {error:.2g}")
+        refusals.append(f"{backend.name}: wrong result, relative error {error:.2g}")
     return None, "platform refused: " + "; ".join(refusals)
 
 
