@@ -221,4 +221,6 @@ def test_semi_structured_tiny_run_reports_layers_and_model_against_dense(tmp_pat
         if not report["cusparselt"]:  # the CPU: nothing to compare with, and it says so
             assert row["exported"] is None
     assert report["model"]["dense"]["eager_ms"] > 0 and report["model"]["config"]["n_layers"] == 2
+    assert [(r["in"], r["out"]) for r in report["training"]] == [(64, 128)]  # the first shape, as no 4096 <-> 11008
+    assert report["training"][0]["dense"]["eager_ms"] > 0
     assert all(t["at_least"] >= 1.0 for t in report["targets"])

@@ -47,3 +47,40 @@ def test_the_transposed_weight_of_a_transposable_mask_is_2_4_too() -> None:
     packed_t = cusparselt.compress(w.t())
     got = cusparselt.linear(dy, packed_t, None, cusparselt.search(packed_t, dy))
     assert _rel(got, dy @ w) < 1e-2
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(("out_features", "in_features", "tokens"), [(256, 512, 300), (512, 128, 64)])
+def test_packed_transposable_linear_matches_the_masked_product_and_its_gradients(
+    fast: bool, out_features: int, in_features: int, tokens: int
+) -> None:
+    """Forward, input and weight gradients against the masked dense product; after a weight update the refreshed
+    copies follow, on the layout shortcut and on the full compression alike."""
+    g = torch.Generator(device="cuda").manual_seed(tokens)
+    w0 = torch.randn(out_features, in_features, generator=g, device="cuda")
+    mask = best_transposable_mask(w0.abs(), 2, 4)
+    weight = torch.nn.Parameter(w0 * mask)  # float32 master weights
+    packed = cusparselt.Packed24(mask, torch.bfloat16)
+    packed.fast = fast and packed.fast
+    packed.search_(tokens)
+    for _ in range(2):
+        packed.refresh_(weight)
+        x = torch.randn(tokens, in_features, generator=g, device="cuda").bfloat16().requires_grad_()
+        dy = torch.randn(tokens, out_features, generator=g, device="cuda").bfloat16()
+        y = cusparselt.linear24(x, weight, packed)
+        y.backward(dy)
+        dx, dw = x.grad, weight.grad
+        x.grad, weight.grad = None, None
+        ref = cusparselt.linear24_reference(x, weight, mask)
+        ref.backward(dy)
+        assert _rel(y, ref) < 1e-2 and _rel(dx, x.grad) < 1e-2
+        assert dw.dtype == torch.float32 and torch.count_nonzero(dw[~mask]) == 0
+        assert _rel(dw, weight.grad * mask) < 1e-2  # the reference's gradient, masked as the layer's hook does
+        weight.grad = None
+        with torch.no_grad():
+            weight.add_(torch.randn(weight.shape, generator=g, device="cuda") * mask)  # an optimizer step
+
+
+def test_the_layout_shortcut_holds_here() -> None:
+    """cuSPARSELt's compressed form is the kept entries row-major, then metadata (what makes a refresh a gather)."""
+    assert cusparselt.layout_holds(torch.bfloat16, torch.device("cuda", torch.cuda.current_device()))
