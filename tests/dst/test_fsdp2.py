@@ -19,6 +19,7 @@ import torch.distributed as dist
 from helpers import assert_masks_moved_identically, free_port, init_gloo, run_ranks
 
 import sparsebrain as sb
+from sparsebrain.nn.sharding import full, local
 
 STEPS, RESUME_AT = 27, 20  # update_interval 1, end_fraction 0.75: 20 topology updates
 
@@ -47,14 +48,6 @@ def _build(method: str, storage: str, model_seed: int, engine_seed: int, mesh): 
     return model, opt, sp
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
 def _check(model, opt, sp, method: str, before: dict | None) -> None:  # type: ignore[no-untyped-def,type-arg]
     """The invariants after a step; ``before``: each layer's topology before this step's update, if it had one."""
     from sparsebrain.nn.sharding import local_view
@@ -70,14 +63,14 @@ def _check(model, opt, sp, method: str, before: dict | None) -> None:  # type: i
             assert weight.shape == flat.shape and bool((flat[1:] > flat[:-1]).all()), name
             if before is not None:
                 new = ~before[name].reshape(-1)[flat]
-                assert torch.count_nonzero(_full(weight.detach())[new]) == 0, f"{name}: a new link is not 0"
+                assert torch.count_nonzero(full(weight.detach())[new]) == 0, f"{name}: a new link is not 0"
                 for key, value in state.items():
-                    assert torch.count_nonzero(_full(value)[new]) == 0, f"{name}: optimizer state {key!r} at new links"
+                    assert torch.count_nonzero(full(value)[new]) == 0, f"{name}: optimizer state {key!r} at new links"
         else:
             off = ~local_view(weight, mask)
-            assert torch.count_nonzero(_local(weight.detach())[off]) == 0, f"{name}: weight off mask"
+            assert torch.count_nonzero(local(weight.detach())[off]) == 0, f"{name}: weight off mask"
             for key, value in state.items():
-                assert torch.count_nonzero(_local(value)[off]) == 0, f"{name}: optimizer state {key!r} off mask"
+                assert torch.count_nonzero(local(value)[off]) == 0, f"{name}: optimizer state {key!r} off mask"
         if method == "chts24":
             assert sb.topology.is_nm(mask, 2, 4), name
         else:
@@ -104,9 +97,9 @@ def _train(model, opt, sp, start: int, stop: int, method: str, rank: int) -> lis
 def _snapshot(model, opt, sp) -> dict:  # type: ignore[type-arg]
     params = [layer.weight_parameter() for layer in sp.layers.values()]
     return {
-        "weights": [_local(p.detach()).clone() for p in params],
+        "weights": [local(p.detach()).clone() for p in params],
         "masks": [layer.topology().clone() for layer in sp.layers.values()],
-        "state": [_local(opt.state[p]["exp_avg"]).clone() for p in params],
+        "state": [local(opt.state[p]["exp_avg"]).clone() for p in params],
         "sparsifier": sp.state_dict()["step"],
     }
 
@@ -153,7 +146,7 @@ def _worker(rank: int, world: int, port: int, method: str, storage: str, out: st
             {
                 "masks": torch.stack(history),
                 "updates": sp.stats()["updates"],
-                "weights": torch.cat([_full(layer.dense_weight()).flatten() for layer in sp.layers.values()]),
+                "weights": torch.cat([full(layer.dense_weight()).flatten() for layer in sp.layers.values()]),
                 "identical": all(
                     all(torch.equal(a, b) for a, b in zip(uninterrupted[k], resumed[k]))
                     for k in ("weights", "masks", "state")

@@ -52,11 +52,6 @@ def _broadcast_masks(masks: Mapping[str, Tensor | Links]) -> dict[str, Tensor | 
     return out
 
 
-def _mean_(t: Tensor) -> Tensor:
-    torch.distributed.all_reduce(t)
-    return t.div_(torch.distributed.get_world_size())
-
-
 def _holds_links(layer: SparseLayer) -> bool:
     return layer.links() is not None
 
@@ -117,12 +112,8 @@ class Local(Strategy):
     """One process."""
 
 
-class DDP(Strategy):
-    """Data parallel (``DistributedDataParallel``, or any replicated model): rank 0's seed and masks, mean gradients.
-
-    The layers' own gradient hooks mask each rank's gradient before DDP's all-reduce, so off-mask gradients never
-    exist; the dense gradients captured for gradient-based regrowth are averaged here.
-    """
+class _Collective(Strategy):
+    """Several processes of one process group: rank 0's seed and masks, tensors averaged by an all-reduce."""
 
     def agree_seed(self, seed: int) -> int:
         return _broadcast_seed(seed)
@@ -130,15 +121,24 @@ class DDP(Strategy):
     def agree_masks(self, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return _broadcast_masks(masks)
 
+    def mean_(self, t: Tensor) -> Tensor:
+        torch.distributed.all_reduce(t)
+        return t.div_(torch.distributed.get_world_size())
+
+
+class DDP(_Collective):
+    """Data parallel (``DistributedDataParallel``, or any replicated model): rank 0's seed and masks, mean gradients.
+
+    The layers' own gradient hooks mask each rank's gradient before DDP's all-reduce, so off-mask gradients never
+    exist; the dense gradients captured for gradient-based regrowth are averaged here.
+    """
+
     def dense_grad(self, name: str, layer: SparseLayer) -> Tensor | None:
         g = layer.dense_grad()
         return None if g is None else self.mean_(g)
 
-    def mean_(self, t: Tensor) -> Tensor:
-        return _mean_(t)
 
-
-class FSDP2(Strategy):
+class FSDP2(_Collective):
     """A model sharded by FSDP2 (``fully_shard``): every sparse weight is a DTensor whose rows are spread over ranks.
 
     Order of construction: make the model sparse first (construct the sparsifier without an optimizer), then
@@ -160,12 +160,6 @@ class FSDP2(Strategy):
         self._handles: list[Any] = []
         self._capture = False
         self._shards: dict[str, Tensor | None] = {}
-
-    def agree_seed(self, seed: int) -> int:
-        return _broadcast_seed(seed)
-
-    def agree_masks(self, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return _broadcast_masks(masks)
 
     def install(self, layers: Mapping[str, SparseLayer]) -> None:
         for handle in self._handles:
@@ -193,13 +187,12 @@ class FSDP2(Strategy):
 
     def capture_dense_grads_(self, layers: Mapping[str, SparseLayer], on: bool) -> None:
         self._capture = on
-        self._shards = {name: None for name, layer in layers.items() if not _holds_links(layer)}
-        for layer in layers.values():
-            if _holds_links(layer):
+        self._shards = {}
+        for name, layer in layers.items():
+            if _holds_links(layer):  # its backward runs on this rank's data: it captures for itself
                 layer.capture_dense_grad_(on)
-
-    def mean_(self, t: Tensor) -> Tensor:
-        return _mean_(t)
+            else:
+                self._shards[name] = None
 
     def dense_grad(self, name: str, layer: SparseLayer) -> Tensor | None:
         shard = self._shards.get(name)

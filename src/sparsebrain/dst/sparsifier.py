@@ -202,7 +202,7 @@ class DynamicSparsifier:
                     raise ValueError("the model is on the meta device: pass device= (where its sparse layers live)")
                 self.layers = sparsify_(
                     model,
-                    cfg.initial_density if cfg.initial_density is not None else self.density,
+                    self._start_density,
                     filter_fn,
                     cfg.init,
                     constraint=self.constraint,
@@ -284,11 +284,19 @@ class DynamicSparsifier:
             self._step_hook = optimizer.register_step_post_hook(count)
 
     @property
+    def _start_density(self) -> float:
+        """The density at step 0."""
+        return self.density if self.config.initial_density is None else self.config.initial_density
+
+    @property
+    def _density_moves(self) -> bool:
+        """Whether a density schedule moves the density from another start to the target over the updates."""
+        return self.config.density_schedule != "constant" and self._start_density != self.density
+
+    @property
     def _counts_change(self) -> bool:
-        """Whether the layers' numbers of links move over training (a density schedule from another start)."""
-        cfg = self.config
-        start = self.density if cfg.initial_density is None else cfg.initial_density
-        return cfg.sparse and cfg.dynamic and cfg.density_schedule != "constant" and start != self.density
+        """Whether the layers' numbers of links move over training."""
+        return self.config.sparse and self.config.dynamic and self._density_moves
 
     def _check_schedule(self) -> None:
         """Refuses a density schedule that gets no topology update (it would end at its start density, silently)."""
@@ -301,8 +309,8 @@ class DynamicSparsifier:
             f"total_steps={self.total_steps} it would get {n} topology updates (updates run every update_interval "
             f"steps up to step end_fraction * total_steps = {self.t_end})"
         )
-        start = self.density if cfg.initial_density is None else cfg.initial_density
-        if cfg.density_schedule != "constant" and start != self.density:
+        start = self._start_density
+        if self._density_moves:
             raise ScheduleError(
                 f"method {cfg.name!r} moves the density from {start:g} to {self.density:g} over its topology updates, "
                 f"but {why}, so it would stay at {start:g}; lower update_interval or raise total_steps or end_fraction"
@@ -351,7 +359,7 @@ class DynamicSparsifier:
     def scheduled_density(self, update_index: int) -> float:
         """Target overall density after the ``update_index``-th update (0 = the start)."""
         cfg = self.config
-        start = cfg.initial_density if cfg.initial_density is not None else self.density
+        start = self._start_density
         n = self.num_updates
         p = 1.0 if not n else min(update_index / n, 1.0)
         if update_index == 0:

@@ -57,6 +57,12 @@ def compress(weight: Tensor) -> Tensor:
 _TOKEN_MULTIPLE = 8  # the dense operand's sides must be multiples of 8 (float16 / bfloat16)
 
 
+def _padded(x: Tensor) -> Tensor:
+    """``x`` (``(tokens, in)``) contiguous, with zero rows up to a multiple of :data:`_TOKEN_MULTIPLE` tokens."""
+    pad = -x.shape[0] % _TOKEN_MULTIPLE
+    return x.contiguous() if not pad else F.pad(x, (0, 0, 0, pad))
+
+
 def search(packed: Tensor, x: Tensor, bias: Tensor | None = None) -> int:
     """The fastest cuSPARSELt algorithm for ``linear(x, packed, bias, ...)``, timed by the library on ``x``.
 
@@ -67,7 +73,7 @@ def search(packed: Tensor, x: Tensor, bias: Tensor | None = None) -> int:
     """
     if x.dtype == torch.float16:
         return 0
-    x = F.pad(x, (0, 0, 0, -x.shape[0] % _TOKEN_MULTIPLE)).contiguous()  # as linear() pads it
+    x = _padded(x)  # as linear() pads it
     if hasattr(torch, "_cslt_sparse_mm_search"):
         with warnings.catch_warnings():  # torch 2.11 deprecates it for torch._C._cusparselt.mm_search
             warnings.simplefilter("ignore", UserWarning)
@@ -80,10 +86,8 @@ def search(packed: Tensor, x: Tensor, bias: Tensor | None = None) -> int:
 def linear(x: Tensor, packed: Tensor, bias: Tensor | None, alg_id: int) -> Tensor:
     """``x W^T + b`` for the compressed ``W``: ``x`` is ``(tokens, in)`` of the weight's dtype; ``(tokens, out)``."""
     tokens = x.shape[0]
-    pad = -tokens % _TOKEN_MULTIPLE
-    x = x.contiguous() if not pad else F.pad(x, (0, 0, 0, pad))
-    y = torch._cslt_sparse_mm(packed, x.t(), bias, transpose_result=True, alg_id=alg_id)
-    return y if not pad else y[:tokens]
+    y = torch._cslt_sparse_mm(packed, _padded(x).t(), bias, transpose_result=True, alg_id=alg_id)
+    return y if y.shape[0] == tokens else y[:tokens]
 
 
 def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
