@@ -1,8 +1,8 @@
-"""Export for inference: 2:4 ``SparseLinear`` layers become PyTorch semi-structured sparse layers.
+"""Export for inference: 2:4 ``SparseLinear`` layers become layers on the 2:4 sparse tensor cores.
 
 :func:`to_semi_structured` replaces every ``SparseLinear`` of a model, in place, by a frozen inference layer. A layer
-whose mask keeps at most 2 of every 4 consecutive weights along ``in_features`` holds its weight as a
-``torch.sparse.SparseSemiStructuredTensor`` (2:4 sparse tensor cores) where the platform can run it; everywhere else
+whose mask keeps at most 2 of every 4 consecutive weights along ``in_features`` holds its weight compressed for
+cuSPARSELt (or as torch's CUTLASS ``SparseSemiStructuredTensor``) where the platform can run it; everywhere else
 it becomes an ``nn.Linear`` holding the dense weight with zeros, so that the exported model runs on any device. The
 returned report says, per layer, which of the two happened and why.
 
@@ -42,7 +42,7 @@ from .topology import is_rowwise
 __all__ = ["SEMI_STRUCTURED", "SemiStructuredLinear", "to_semi_structured"]
 
 SEMI_STRUCTURED = "semi_structured"
-"""The report value of a layer whose weight became a ``SparseSemiStructuredTensor``."""
+"""The report value of a layer that became a :class:`SemiStructuredLinear` on the sparse tensor cores."""
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 _BACKEND_NAMES = {"cusparselt": "cuSPARSELt", "cutlass": "CUTLASS"}  # of torch's SparseSemiStructuredTensor
