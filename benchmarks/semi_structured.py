@@ -8,10 +8,7 @@ timed two ways: ``eager``, ``--calls`` (20) calls queued back to back between tw
 runs them: the host prepares a call while the GPU runs the previous one), and ``graph``, the same calls captured in
 one CUDA graph and replayed. The median over ``--repeats`` (10) rounds, divided by the calls, is the time per call.
 
-Training (4096 <-> 11008, or the first shape): one layer's forward and both gradients with float32 master weights
-under bf16 autocast, dense against the transposable 2:4 path of ``sparsebrain.kernels.cusparselt`` (the compressed
-``W`` and ``W^T`` refreshed from the weight, as after every optimizer step; forward and input gradient on the sparse
-tensor cores; the weight gradient dense, masked), eager.
+Training on the sparse tensor cores is measured by ``semi_structured_training.py``.
 
 Then a LLaMA-1B-shaped model (8 layers, dim 2048, intermediate 5504, vocabulary 32000) with all q/k/v/o/gate/up/down
 transposable 2:4 (the chts24 preset's start) runs a prefill forward of ``--batch`` (8) x ``--seq`` (2048) tokens:
@@ -152,48 +149,6 @@ def layer_row(n_in: int, n_out: int, args: argparse.Namespace, device: torch.dev
     return row
 
 
-def train_row(n_in: int, n_out: int, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """One training step's products of a layer with float32 master weights under bf16 autocast: dense against the
-    transposable 2:4 path (refresh of the compressed W and W^T, forward and input gradient on the sparse tensor
-    cores, weight gradient dense and masked)."""
-    g = torch.Generator(device=device).manual_seed(args.seed)
-    w = torch.randn(n_out, n_in, generator=g, device=device)
-    mask = best_transposable_mask(w.abs(), 2, 4)
-    weight = torch.nn.Parameter(w * mask)
-    x = torch.randn(args.tokens, n_in, generator=g, device=device).to(torch.bfloat16).requires_grad_()
-    dy = torch.randn(args.tokens, n_out, generator=g, device=device).to(torch.bfloat16)
-    row: dict[str, Any] = {"in": n_in, "out": n_out, "tokens": args.tokens}
-
-    def dense() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            y = F.linear(x, weight)
-        y.backward(dy)
-        x.grad = weight.grad = None
-
-    row["dense"] = {"eager_ms": per_call(dense, device, args.calls, args.repeats)}
-    if not _sparse_cores(device):
-        row["sparse24"] = None
-        return row
-    packed = cusparselt.Packed24(mask, torch.bfloat16)
-    packed.search_(args.tokens)
-
-    def sparse(refresh: bool = True) -> None:
-        if refresh:
-            packed.refresh_(weight)
-        cusparselt.linear24(x, weight, packed).backward(dy)
-        x.grad = weight.grad = None
-
-    row["sparse24"] = {
-        "layout_shortcut": packed.fast,
-        "eager_ms": per_call(sparse, device, args.calls, args.repeats),
-        "without_refresh_ms": per_call(lambda: sparse(False), device, args.calls, args.repeats),
-        "refresh_ms": per_call(lambda: packed.refresh_(weight), device, args.calls, args.repeats),
-    }
-    row["sparse24"]["speedup"] = row["dense"]["eager_ms"] / row["sparse24"]["eager_ms"]
-    print(f"train {n_in}->{n_out}: {row}")
-    return row
-
-
 def model_row(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     layers, dim, heads, intermediate, vocab = (int(v) for v in args.model.split(","))
     torch.manual_seed(args.seed)
@@ -235,8 +190,6 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     shapes = [tuple(int(v) for v in s.split("->")) for s in args.shapes.split(",") if s]
     rows = [layer_row(n_in, n_out, args, device) for n_in, n_out in shapes]
-    train_shapes = [s for s in shapes if s in ((4096, 11008), (11008, 4096))] or shapes[:1]
-    training = [train_row(n_in, n_out, args, device) for n_in, n_out in train_shapes]
     model = model_row(args, device) if args.model else None
     targets = []
     for (n_in, n_out), need in (((4096, 11008), 1.2), ((11008, 4096), 1.2), ((768, 768), 1.0), ((768, 2048), 1.0),
@@ -244,10 +197,6 @@ def main(argv: list[str] | None = None) -> None:
         row = next((r for r in rows if (r["in"], r["out"]) == (n_in, n_out)), None)
         got = row["exported"]["speedup"] if row and row.get("exported") else None
         targets.append({"layer": f"{n_in}->{n_out}", "tokens": args.tokens, "at_least": need, "measured": got})
-    for row in training:
-        got = {"eager": row["sparse24"]["speedup"]} if row.get("sparse24") else None
-        targets.append({"training_layer": f"{row['in']}->{row['out']}", "tokens": args.tokens, "at_least": 1.2,
-                        "measured": got})  # fmt: skip
     if model is not None:
         got = model.get("exported", {}).get("speedup")
         targets.append({"model": model["config"], "tokens": args.batch * args.seq, "at_least": 1.1, "measured": got})
@@ -268,7 +217,6 @@ def main(argv: list[str] | None = None) -> None:
         cusparselt=_sparse_cores(device),
         targets=targets,
         layers=rows,
-        training=training,
         model=model,
     )
 

@@ -221,6 +221,19 @@ def test_semi_structured_tiny_run_reports_layers_and_model_against_dense(tmp_pat
         if not report["cusparselt"]:  # the CPU: nothing to compare with, and it says so
             assert row["exported"] is None
     assert report["model"]["dense"]["eager_ms"] > 0 and report["model"]["config"]["n_layers"] == 2
-    assert [(r["in"], r["out"]) for r in report["training"]] == [(64, 128)]  # the first shape, as no 4096 <-> 11008
-    assert report["training"][0]["dense"]["eager_ms"] > 0
     assert all(t["at_least"] >= 1.0 for t in report["targets"])
+
+
+def test_semi_structured_training_tiny_run_times_dense_masked_and_2_4_layers_and_steps(tmp_path: Path) -> None:
+    report = _run("semi_structured_training.py", ["--tiny"], tmp_path / "sst.json")
+    assert report["benchmark"] == "semi_structured_training"
+    assert [(r["in"], r["out"]) for r in report["layers"]] == [(64, 128), (128, 64)]
+    for row in report["layers"]:
+        assert all(row[k]["ms"] > 0 for k in ("dense", "masked", "semi_structured"))
+        if not report["cusparselt"]:  # the CPU: the masked fallback, and it says why
+            assert row["semi_structured"]["path"] == "masked (needs a CUDA device)"
+    model = report["model"]
+    assert model["config"]["n_layers"] == 2
+    assert all(model[k]["step_ms"] > 0 for k in ("dense", "masked", "semi_structured"))
+    assert model["semi_structured"]["sparse_layers"] == 14  # q/k/v/o/gate/up/down of both blocks
+    assert report["targets"][-1]["at_least"] == 1.1

@@ -24,7 +24,16 @@ if TYPE_CHECKING:
         register_removal,
     )
     from .export import to_semi_structured
-    from .nn import CompressedSparseLinear, SparseLinear, STELinear, sparse_layers, sparsify_, sparsify_nm_, squash_
+    from .nn import (
+        CompressedSparseLinear,
+        SemiStructuredSparseLinear,
+        SparseLinear,
+        STELinear,
+        sparse_layers,
+        sparsify_,
+        sparsify_nm_,
+        squash_,
+    )
     from .topology import register_init
 
 __version__ = "0.1.0"
@@ -40,8 +49,8 @@ _LAZY = {
     ),
     "to_semi_structured": ".export",
     **dict.fromkeys(
-        ["CompressedSparseLinear", "SparseLinear", "STELinear", "sparse_layers", "sparsify_", "sparsify_nm_",
-         "squash_"],
+        ["CompressedSparseLinear", "SemiStructuredSparseLinear", "SparseLinear", "STELinear", "sparse_layers",
+         "sparsify_", "sparsify_nm_", "squash_"],
         ".nn",
     ),
     "register_init": ".topology",
@@ -74,6 +83,7 @@ __all__ = [
     "LayerView",
     "MethodConfig",
     "STELinear",
+    "SemiStructuredSparseLinear",
     "SparseLinear",
     "UpdateContext",
     "__version__",

@@ -102,8 +102,8 @@ def test_a_method_the_storage_cannot_hold_is_refused_naming_the_option() -> None
     from sparsebrain.nn.storage import storage_layer
 
     with pytest.raises(ValueError, match="layer 'fc': storage='compressed' replaces the masked layer, not STELinear"):
-        storage_layer("compressed", sb.STELinear, structured=False, density=0.1, device=torch.device("cpu"), name="fc")
-    with pytest.raises(ValueError, match="storage must be one of 'masked', 'compressed', 'auto'"):
+        storage_layer("compressed", sb.STELinear, density=0.1, device=torch.device("cpu"), name="fc")
+    with pytest.raises(ValueError, match="storage must be one of 'masked', 'compressed', 'semi_structured', 'auto'"):
         sb.DynamicSparsifier(tiny_mlp(), None, method="set", total_steps=10, storage="csr")
 
 

@@ -32,7 +32,8 @@ class _IntOfArray(type):
 
 interpreter.int = _IntOfArray("int", (), {})  # type: ignore[attr-defined]
 
-from sparsebrain.kernels import csr_reference, csr_triton  # noqa: E402
+from sparsebrain.kernels import csr_reference, csr_triton, packed24, packed24_triton  # noqa: E402
+from sparsebrain.topology import random_transposable_mask  # noqa: E402
 
 CASES = [  # out, in, tokens, density, activation dtype, index dtype
     (7, 5, 3, 0.4, torch.float32, torch.int32),
@@ -73,7 +74,40 @@ def main() -> int:
     x = torch.randn(70, 130, generator=g).to(torch.bfloat16)
     transposed = csr_triton.transpose(x)
     print(f"transpose 70x130 {float((transposed.float() - x.t().float()).abs().max()):.3g} 0")
-    return 0 if transposed.is_contiguous() and torch.equal(transposed, x.t()) else 1
+    if not (transposed.is_contiguous() and torch.equal(transposed, x.t())):
+        return 1
+    return _packed24_copies(g)
+
+
+def _packed24_copies(g: torch.Generator) -> int:
+    """The 2:4 value-slot copies against the gather by positions, on 2:4 and 1:4 masks with short groups."""
+    for out_f, in_f, n in [(16, 32, 2), (40, 72, 1), (64, 48, 2)]:  # sides not multiples of the tiles, too
+        mask = random_transposable_mask((out_f, in_f), n, 4, generator=g)
+        mask[0, :4] = False
+        weight = torch.randn(out_f, in_f, generator=g) * mask
+        rows, cols_t = packed24.slots(mask), packed24.slots(mask.t().contiguous())
+        by_col = cols_t.reshape(-1).nonzero().squeeze(1)
+        positions = {
+            "gather_rows": rows.reshape(-1).nonzero().squeeze(1),
+            "gather_cols": (by_col % out_f) * in_f + by_col // out_f,
+        }
+        codes = {
+            "gather_rows": packed24.group_codes(rows),
+            "gather_cols": packed24.group_codes(cols_t).t().contiguous(),
+        }
+        for name, kernel in (
+            ("gather_rows", packed24_triton.gather_rows_),
+            ("gather_cols", packed24_triton.gather_cols_),
+        ):
+            got = torch.full((out_f * in_f // 2,), float("nan"), dtype=torch.bfloat16)
+            kernel(got, weight, codes[name])
+            ref = weight.reshape(-1)[positions[name]]
+            # the interpreter's float32 -> bfloat16 conversion truncates where the GPU's rounds: one bf16 ulp apart
+            err = float(((got.float() - ref).abs() / ref.abs().clamp(min=1e-30)).max())
+            print(f"{name} {out_f}x{in_f}/{n}:4 {err:.3g} {2**-7:.3g}")
+            if not (err <= 2**-7 and torch.equal(got.float() == 0, ref == 0)):
+                return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -63,11 +63,10 @@ class MethodConfig:
     storage: str = "masked"
     options: dict[str, Any] = field(default_factory=dict)  # rule options, e.g. {"mest_lambda": 0.01}
 
-    def _validate_storage(self, layer: type, structured: bool) -> None:
-        from ..nn.storage import check_compressible, check_storage
+    def _validate_storage(self, layer: type, constraint: Constraint) -> None:
+        from ..nn.storage import check_fits
 
-        if check_storage(self.storage) == "compressed":
-            check_compressible(layer, structured=structured)
+        check_fits(self.storage, layer, constraint)
 
     def validate(self) -> MethodConfig:
         """Checks every field, raising ``ValueError`` that names the field and the allowed values."""
@@ -98,7 +97,7 @@ class MethodConfig:
             raise ValueError(f"layer={self.layer!r} needs an N:M pattern: set pattern, e.g. pattern='2:4'")
         pattern_options = constraint.init_kwargs() if layer.needs_pattern else {}
         layer.check_options({**pattern_options, **self.layer_options})
-        self._validate_storage(layer, constraint.density is not None)
+        self._validate_storage(layer, constraint)
         if layer.dense_master_weights and self.weight_init != "keep":
             raise ValueError(f"layer={self.layer!r} keeps dense master weights: weight_init must be 'keep'")
         if self.dynamic and not layer.rewirable:

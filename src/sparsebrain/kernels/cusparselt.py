@@ -8,9 +8,8 @@ per layer (:func:`search`) and passed to every call: the library's default is up
 
 Wraps private torch operators (``torch._cslt_compress``, ``torch._cslt_sparse_mm`` and the search), present in
 torch >= 2.4 builds with cuSPARSELt; :func:`available` says whether this one has them. :func:`linear_reference` is
-the plain-torch definition the products are tested against. For training, :class:`Packed24` holds a transposable
-2:4 weight as ``W`` and ``W^T`` and :func:`linear24` runs the forward and the input gradient on the sparse tensor
-cores (reference: :func:`linear24_reference`).
+the plain-torch definition the products are tested against. Training on these products is in
+:mod:`sparsebrain.kernels.packed24`.
 
 Example (CUDA with cuSPARSELt):
     >>> packed = compress(w)  # doctest: +SKIP
@@ -21,23 +20,12 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = [
-    "Packed24",
-    "available",
-    "compress",
-    "layout_holds",
-    "linear",
-    "linear24",
-    "linear24_reference",
-    "linear_reference",
-    "search",
-]
+__all__ = ["available", "compress", "linear", "linear_reference", "search"]
 
 
 @functools.cache
@@ -93,105 +81,3 @@ def linear(x: Tensor, packed: Tensor, bias: Tensor | None, alg_id: int) -> Tenso
 def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """The plain-torch definition: ``F.linear`` with the dense 2:4 weight (zeros included)."""
     return F.linear(x, weight, bias)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# training with a transposable 2:4 weight: W and W^T compressed, refreshed from the dense weight at every step
-
-
-class Packed24:
-    """A transposable 2:4 weight held for the sparse tensor cores twice, as ``W`` and as ``W^T``.
-
-    The compressed form's value slots are the kept entries in row-major order, a prefix of the buffer, and the rest
-    is the pattern's metadata, which depends on the mask alone. So the mask is compressed once (at construction,
-    after every topology change) and :meth:`refresh_` copies the weight's kept entries into the value slots: one
-    gather per step instead of a compression of ``W`` and of ``W^T``. The layout is cuSPARSELt's, not a documented
-    one: it is checked once per process against the library's own compression (:func:`layout_holds`); where it does
-    not hold, :meth:`refresh_` compresses instead.
-
-    Args:
-        mask: bool ``(out, in)``, 2:4 along both sides (transposable), on a CUDA device.
-        dtype: float16 or bfloat16, the products' dtype.
-    """
-
-    def __init__(self, mask: Tensor, dtype: torch.dtype) -> None:
-        out_features, in_features = mask.shape
-        self.mask, self.dtype = mask, dtype
-        self.positions = mask.reshape(-1).nonzero().squeeze(1)  # W's kept entries, row-major
-        by_col = mask.t().reshape(-1).nonzero().squeeze(1)  # W^T's kept entries, row-major, as positions of W^T
-        self.positions_t = (by_col % out_features) * in_features + by_col // out_features  # ... as positions of W
-        self.packed = compress(mask.to(dtype))
-        self.packed_t = compress(mask.t().to(dtype))
-        self.fast = layout_holds(dtype, mask.device)
-        self.alg = self.alg_t = 0
-
-    def search_(self, tokens: int) -> None:
-        """Picks the fastest algorithm of both products for ``tokens`` rows of input."""
-        out_features, in_features = self.mask.shape
-        x = torch.randn(tokens, in_features, device=self.mask.device).to(self.dtype)
-        dy = torch.randn(tokens, out_features, device=self.mask.device).to(self.dtype)
-        self.alg, self.alg_t = search(self.packed, x), search(self.packed_t, dy)
-
-    @torch.no_grad()
-    def refresh_(self, weight: Tensor) -> None:
-        """Makes the compressed ``W`` and ``W^T`` hold ``weight``'s kept entries (in the products' dtype)."""
-        flat = weight.detach().reshape(-1)
-        if self.fast:
-            n = self.positions.numel()
-            self.packed.view(-1)[:n].copy_(flat[self.positions])
-            self.packed_t.view(-1)[:n].copy_(flat[self.positions_t])
-        else:
-            w = (weight.detach() * self.mask).to(self.dtype)
-            self.packed, self.packed_t = compress(w), compress(w.t())
-
-
-@functools.cache
-def layout_holds(dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether cuSPARSELt's compressed 2:4 form is the kept entries in row-major order followed by metadata that
-    depends on the mask alone (what :class:`Packed24` relies on), on a random probe: value slots bit-equal and the
-    product right."""
-    from ..topology import best_transposable_mask
-
-    g = torch.Generator(device=device).manual_seed(0)
-    w = torch.randn(64, 128, generator=g, device=device)
-    mask = best_transposable_mask(w.abs(), 2, 4)
-    w = (w * mask + mask * 1e-3).to(dtype)  # no kept entry exactly 0
-    packed = compress(mask.to(dtype))
-    n = int(mask.sum())
-    packed.view(-1)[:n] = w.reshape(-1)[mask.reshape(-1)]
-    reference = compress(w)
-    x = torch.randn(32, 128, generator=g, device=device).to(dtype)
-    same_product = torch.allclose(linear(x, packed, None, 0).float(), F.linear(x, w).float(), rtol=1e-2, atol=1e-2)
-    return bool(torch.equal(packed.view(-1)[:n], reference.view(-1)[:n])) and same_product
-
-
-class _Linear24(torch.autograd.Function):
-    """``Y = X W^T`` and ``dX = dY W`` on the sparse tensor cores, ``dW = (dY^T X) * mask`` dense."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, packed: Packed24) -> Tensor:
-        ctx.packed, ctx.weight_dtype = packed, weight.dtype
-        ctx.save_for_backward(x)
-        return linear(x, packed.packed, None, packed.alg)
-
-    @staticmethod
-    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        (x,) = ctx.saved_tensors
-        packed = ctx.packed
-        dx = linear(dy, packed.packed_t, None, packed.alg_t) if ctx.needs_input_grad[0] else None
-        dw = None
-        if ctx.needs_input_grad[1]:
-            dw = torch.empty(packed.mask.shape, dtype=ctx.weight_dtype, device=dy.device)
-            torch.mul(dy.t() @ x, packed.mask, out=dw)
-        return dx, dw, None
-
-
-def linear24(x: Tensor, weight: Tensor, packed: Packed24) -> Tensor:
-    """``x W^T`` for the dense ``weight`` held (as of its last :meth:`Packed24.refresh_`) in ``packed``, with
-    gradients for ``x`` and ``weight`` (the latter masked); ``x`` is ``(tokens, in)`` in ``packed.dtype``."""
-    return _Linear24.apply(x, weight, packed)
-
-
-def linear24_reference(x: Tensor, weight: Tensor, mask: Tensor) -> Tensor:
-    """The plain-torch definition of :func:`linear24`: the masked dense product."""
-    return F.linear(x, (weight * mask).to(x.dtype))

@@ -3,6 +3,7 @@ model."""
 
 from .compressed_linear import CompressedSparseLinear
 from .layer import LAYERS, SparseLayer, StateMoved
+from .semi_structured_linear import SemiStructuredSparseLinear
 from .sparse_linear import SparseLinear
 from .sparsify import FilterFn, chosen_linears, default_filter, sparse_layers, sparsify_, sparsify_nm_, squash_
 from .ste_linear import STELinear
@@ -12,6 +13,7 @@ __all__ = [
     "CompressedSparseLinear",
     "FilterFn",
     "STELinear",
+    "SemiStructuredSparseLinear",
     "SparseLayer",
     "SparseLinear",
     "StateMoved",

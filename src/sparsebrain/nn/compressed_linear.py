@@ -11,7 +11,7 @@ sampled at the links, ``dW[l] = (dY^T X)[rows[l], cols[l]]``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,9 @@ from ..kernels import csr_ops
 from ..topology.links import Links
 from .layer import LAYERS, SparseLayer, StateMoved
 from .sharding import full, is_sharded, write_full_
+
+if TYPE_CHECKING:
+    from ..topology.constraints import Constraint
 
 __all__ = ["CompressedSparseLinear", "dense_from_links", "index_dtype_for"]
 
@@ -162,6 +165,17 @@ class CompressedSparseLinear(SparseLayer):
         layer.bias = linear.bias
         layer._set_links(flat)
         return layer
+
+    @classmethod
+    def storage_problem(cls, layer: type[SparseLayer], constraint: Constraint | None) -> str | None:
+        if constraint is not None and constraint.density is not None:
+            return (
+                "holds unstructured links; an N:M pattern needs storage='masked' (or 'semi_structured', for "
+                "transposable 2:4 and 1:4 patterns)"
+            )
+        if layer is not LAYERS.get("masked") and layer is not cls:
+            return f"replaces the masked layer, not {layer.__name__}; use storage='masked'"
+        return None
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:

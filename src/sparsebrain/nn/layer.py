@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from ..registry import Registry
 
 if TYPE_CHECKING:
+    from ..topology.constraints import Constraint
     from ..topology.links import Links
 
 __all__ = ["LAYERS", "SparseLayer", "StateMoved"]
@@ -81,6 +82,13 @@ class SparseLayer(nn.Module):
         """Raises ``ValueError`` naming the option if ``options`` (a method's ``layer_options``) do not fit."""
         if options:
             raise ValueError(f"layer {cls.__name__} takes no layer_options, got {sorted(options)}")
+
+    @classmethod
+    def storage_problem(cls, layer: type[SparseLayer], constraint: Constraint | None) -> str | None:
+        """For a storage's layer class (registered under the storage's name): why it cannot hold the links of a
+        method whose layers are ``layer`` under ``constraint`` (None: unstructured), or None if it can. The reason
+        completes ``"storage=<name> ..."``."""
+        return None
 
     def topology(self) -> Tensor:
         """The links the layer computes with: bool ``(out, in)``."""

@@ -82,7 +82,7 @@ class SparseLinear(SparseLayer):
             density = float(mask.sum()) / max(mask.numel(), 1)
         if density is None:
             raise ValueError(f"SparseLinear(storage={storage!r}) needs density= or mask=")
-        kind = storage_layer(storage, cls, structured=False, density=density, device=device)
+        kind = storage_layer(storage, cls, density=density, device=device)
         return super().__new__(cls) if kind is cls else kind(*args, **kwargs)
 
     def __init__(

@@ -170,7 +170,7 @@ def sparsify_(
         where = target if target is not None else linear.weight.device
         if where.type == "meta":
             raise ValueError(f"layer {name!r} is on the meta device: pass device= (where its links are to live)")
-        kind = storage_layer(storage, layer_cls, structured=fixed is not None, density=d, device=where, name=name)
+        kind = storage_layer(storage, layer_cls, constraint=constraint, density=d, device=where, name=name)
         kwargs = {**constraint.init_kwargs(), **dict(init_kwargs or {})}
         if getattr(init_fn, "needs_weight", False):
             if linear.weight.is_meta:

@@ -1,0 +1,222 @@
+"""Training on the 2:4 sparse tensor cores (the semi_structured storage) against dense, per layer and per LLaMA step.
+
+Layers (``--shapes``, ``in->out``; default 4096 <-> 11008 and the 1B-shaped projections): ``--tokens`` (16384)
+tokens, float32 master weights under bf16 autocast, one forward and both gradients per call, ``--calls`` (20) calls
+queued between two synchronisations, the median over ``--repeats`` (10) rounds: a dense ``nn.Linear``, the masked
+``SparseLinear`` (the chts24 default storage) and ``SemiStructuredSparseLinear`` with its compressed ``W`` and
+``W^T`` refreshed from the weights at every call, as after every optimizer step. Also timed alone: that refresh (the
+Triton copy kernels, and the plain-torch gather they replace) and a compression of a new mask (the work of a
+topology update).
+
+Then a LLaMA-1B-shaped model (``--model``: 24 layers, dim 2048, 16 heads, intermediate 5504, vocabulary 32000) trains
+on random tokens, ``--batch`` (8) x ``--seq`` (2048) per step: bf16 autocast, cross-entropy, backward, gradient
+clipping at 1, fused AdamW and the sparsifier's step (no topology update falls in the timed steps). Dense against
+chts24 on the masked storage and on the semi_structured one (every q/k/v/o/gate/up/down transposable 2:4), each
+built fresh, ``--steps`` (8) timed steps after 3 untimed ones, the median step time and the peak memory.
+
+    python benchmarks/semi_structured_training.py --device cuda
+    python benchmarks/semi_structured_training.py --tiny --device cpu   # smoke run: the masked fallback only
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from _report import write_report
+from _timing import sync
+
+import sparsebrain as sb
+from sparsebrain.kernels import cusparselt
+from sparsebrain.kernels.packed24 import Packed24
+from sparsebrain.topology import random_transposable_mask
+
+_SHAPES = "4096->11008,11008->4096,2048->2048,2048->5504,5504->2048"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--shapes", default=_SHAPES, help="comma-separated in->out")
+    p.add_argument("--tokens", type=int, default=16384)
+    p.add_argument("--calls", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=2048)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--model", default="24,2048,16,5504,32000", help="layers,dim,heads,intermediate,vocab; '' skips")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tiny", action="store_true", help="small shapes and model, few calls")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/semi_structured_training.json"))
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.shapes, args.tokens, args.calls, args.repeats, args.steps = "64->128,128->64", 256, 3, 3, 2
+        args.batch, args.seq, args.model = 2, 32, "2,64,4,128,100"
+    return args
+
+
+def per_call(fn: Callable[[], object], device: torch.device, calls: int, repeats: int) -> float:
+    """Milliseconds per call: ``calls`` calls between two synchronisations, the median over ``repeats`` rounds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) / calls * 1e3)
+    return statistics.median(times)
+
+
+def _autocast(device: torch.device) -> Any:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def layer_row(n_in: int, n_out: int, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(args.seed)
+    mask = random_transposable_mask((n_out, n_in), 2, 4, generator=g).to(device)
+    dense = torch.nn.Linear(n_in, n_out, bias=False, device=device)
+    masked = sb.SparseLinear(n_in, n_out, bias=False, mask=mask, device=device)
+    semi = sb.SemiStructuredSparseLinear(n_in, n_out, bias=False, mask=mask, device=device)
+    gd = torch.Generator(device=device).manual_seed(args.seed)
+    half = torch.bfloat16 if device.type == "cuda" else torch.float32  # what autocast's products take and give
+    x = torch.randn(args.tokens, n_in, generator=gd, device=device).to(half).requires_grad_()
+    dy = torch.randn(args.tokens, n_out, generator=gd, device=device).to(half)
+
+    def step(layer: torch.nn.Module, before: Callable[[], None] = lambda: None) -> Callable[[], None]:
+        def run() -> None:
+            before()
+            with _autocast(device):
+                y = layer(x)
+            y.backward(dy)
+            x.grad = layer.weight.grad = None
+
+        return run
+
+    row: dict[str, Any] = {"in": n_in, "out": n_out, "tokens": args.tokens}
+    for name, layer, before in (("dense", dense, None), ("masked", masked, None),
+                                ("semi_structured", semi, semi.weights_changed_)):  # fmt: skip
+        row[name] = {"ms": per_call(step(layer, before or (lambda: None)), device, args.calls, args.repeats)}
+        row[name]["speedup"] = row["dense"]["ms"] / row[name]["ms"]
+    row["semi_structured"]["path"] = semi.path
+    packed = semi._packed
+    if packed is not None:  # the sparse cores ran: time the refresh alone, both ways, and a new mask's compression
+        chosen = packed.kernel  # "triton" where Triton is installed
+        for kernel in sorted({chosen, "gather"}):
+            packed.kernel = kernel
+            row["semi_structured"][f"refresh_{kernel}_ms"] = per_call(
+                lambda: packed.refresh_(semi.weight), device, args.calls, args.repeats
+            )
+        packed.kernel = chosen
+        row["semi_structured"]["compress_mask_ms"] = per_call(
+            lambda: Packed24(mask, torch.bfloat16), device, 3, max(3, args.repeats // 3)
+        )
+    print(f"train {n_in}->{n_out}: {row}", flush=True)
+    return row
+
+
+def _timed_training(config: Any, storage: str | None, ids: torch.Tensor, args: argparse.Namespace,
+                    device: torch.device) -> dict[str, Any]:  # fmt: skip
+    """Median step time (after 3 untimed steps) and peak memory of a fresh model: dense (``storage`` None) or
+    chts24 on ``storage``."""
+    torch.manual_seed(args.seed)
+    with torch.device(device):
+        model = sb.models.LlamaLM(config)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    sp = None
+    if storage is not None:  # updates every 1000 steps: none in the timed ones
+        sp = sb.DynamicSparsifier(
+            model, opt, method="chts24", total_steps=10_000, update_interval=1000, seed=args.seed, storage=storage
+        )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for batch in ids:
+        sync(device)
+        t0 = time.perf_counter()
+        with _autocast(device):
+            logits = model(batch[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, config.vocab_size).float(), batch[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if sp is not None:
+            sp.step()
+        opt.zero_grad(set_to_none=True)
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    out: dict[str, Any] = {"step_ms": statistics.median(times[3:]), "loss": float(loss)}
+    if device.type == "cuda":
+        out["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if sp is not None:
+        out["sparse_layers"] = len(sp.layers)
+        out["paths"] = sorted({getattr(layer, "path", "masked") for layer in sp.layers.values()})
+    return out
+
+
+def model_row(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    layers, dim, heads, intermediate, vocab = (int(v) for v in args.model.split(","))
+    config = sb.models.LlamaConfig(
+        vocab_size=vocab, dim=dim, n_layers=layers, n_heads=heads, intermediate=intermediate, max_seq_len=args.seq
+    )
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    ids = torch.randint(0, vocab, (args.steps + 3, args.batch, args.seq + 1), generator=g, device=device)
+    row: dict[str, Any] = {
+        "config": {"n_layers": layers, "dim": dim, "n_heads": heads, "intermediate": intermediate, "vocab": vocab},
+        "batch": args.batch,
+        "seq": args.seq,
+    }
+    for name, storage in (("dense", None), ("masked", "masked"), ("semi_structured", "semi_structured")):
+        row[name] = _timed_training(config, storage, ids, args, device)
+        row[name]["speedup"] = row["dense"]["step_ms"] / row[name]["step_ms"]
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        print(f"model {name}: {row[name]}", flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    start = time.perf_counter()
+    shapes = [tuple(int(v) for v in s.split("->")) for s in args.shapes.split(",") if s]
+    rows = [layer_row(n_in, n_out, args, device) for n_in, n_out in shapes]
+    model = model_row(args, device) if args.model else None
+    targets = [
+        {"training_layer": f"{r['in']}->{r['out']}", "tokens": args.tokens, "at_least": 1.2,
+         "measured": r["semi_structured"]["speedup"]}
+        for r in rows if (r["in"], r["out"]) in ((4096, 11008), (11008, 4096))
+    ]  # fmt: skip
+    if model is not None:
+        targets.append({"training_step": model["config"], "tokens": args.batch * args.seq, "at_least": 1.1,
+                        "measured": model["semi_structured"]["speedup"]})  # fmt: skip
+    for t in targets:
+        t["reached"] = t["measured"] >= t["at_least"]
+    write_report(
+        "semi_structured_training",
+        device,
+        args.out,
+        settings={**{k: v for k, v in vars(args).items() if k != "out"}, "seconds": time.perf_counter() - start},
+        definitions={
+            "ms": "ms per forward + both gradients, --calls calls queued between two synchronisations (median)",
+            "step_ms": "ms per training step (forward, loss, backward, clipping, AdamW, sparsifier), median",
+            "speedup": "dense ms / this one's ms (above 1: faster than dense)",
+        },
+        cusparselt=device.type == "cuda" and cusparselt.available(),
+        targets=targets,
+        layers=rows,
+        model=model,
+    )
+
+
+if __name__ == "__main__":
+    main()

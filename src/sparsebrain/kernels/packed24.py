@@ -1,0 +1,228 @@
+"""Training with a transposable 2:4 weight on the sparse tensor cores: ``W`` and ``W^T`` compressed, refreshed.
+
+A weight whose mask keeps at most 2 of every 4 consecutive entries along its rows *and* its columns (transposable
+2:4, or 1:4) is held twice in cuSPARSELt's compressed form, as ``W`` and as ``W^T``, so that both the forward
+``Y = X W^T`` and the input gradient ``dX = dY W`` run on the sparse tensor cores; the weight gradient at the links is
+the masked dense ``dY^T X`` (:func:`linear24`). The weights change at every optimizer step, the mask only at topology
+updates, and the compressed form splits the same way: its value slots are the kept entries in row-major order, a
+prefix of the buffer, and the rest is metadata that depends on the mask alone. So the mask is compressed once per
+topology (:class:`Packed24`) and each step only copies the weights into the value slots (:meth:`Packed24.refresh_`:
+one Triton kernel per copy on CUDA, a gather elsewhere), which costs a fraction of compressing ``W`` and ``W^T``.
+
+Every group of 4 holds exactly 2 value slots: a group of the mask with fewer kept entries (1:4, or a group a
+rewiring left short) gets slots at its first free positions, holding zeros (:func:`slots`). The layout is
+cuSPARSELt's, not a documented one: it is checked once per process against the library's own compression
+(:func:`layout_holds`); where it does not hold, :meth:`Packed24.refresh_` compresses instead.
+
+Example (CUDA with cuSPARSELt):
+    >>> packed = Packed24(mask, torch.bfloat16)  # doctest: +SKIP
+    >>> packed.refresh_(weight)  # after every change of the weights  # doctest: +SKIP
+    >>> y = linear24(x, weight, packed, bias)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..topology.nm import best_transposable_mask, random_transposable_mask
+from .cusparselt import compress, linear, search
+
+__all__ = ["Packed24", "group_codes", "layout_holds", "linear24", "linear24_reference", "slots", "transposable_problem"]
+
+
+def transposable_problem(mask: Tensor) -> str | None:
+    """Why ``mask`` (bool ``(out, in)``) cannot be held as transposable 2:4, or None if it can: at most 2 kept of
+    every 4 consecutive entries of each row and of each column.
+
+    Example:
+        >>> transposable_problem(torch.ones(4, 8, dtype=torch.bool))
+        'up to 4 of every 4 consecutive entries are kept along rows and columns; at most 2 can be'
+    """
+    out_features, in_features = mask.shape
+    if out_features % 4 or in_features % 4:
+        return f"shape (out, in) = {(out_features, in_features)} is not made of 4 x 4 blocks"
+    along_rows = int(mask.reshape(out_features, in_features // 4, 4).sum(-1).max()) if mask.numel() else 0
+    along_cols = int(mask.reshape(out_features // 4, 4, in_features).sum(1).max()) if mask.numel() else 0
+    if max(along_rows, along_cols) <= 2:
+        return None
+    sides = " and ".join(s for s, k in (("rows", along_rows), ("columns", along_cols)) if k > 2)
+    most = max(along_rows, along_cols)
+    return f"up to {most} of every 4 consecutive entries are kept along {sides}; at most 2 can be"
+
+
+def slots(mask: Tensor) -> Tensor:
+    """The value slots of ``mask``'s row groups: ``mask`` (at most 2 kept per group of 4 along each row) with each
+    group completed to exactly 2 by its first free positions.
+
+    Example:
+        >>> slots(torch.tensor([[True, False, False, False, False, False, True, True]])).int().tolist()
+        [[1, 1, 0, 0, 0, 0, 1, 1]]
+    """
+    out_features, in_features = mask.shape
+    groups = mask.reshape(out_features, in_features // 4, 4)
+    short = 2 - groups.sum(-1, keepdim=True)  # (out, in/4, 1): slots still to place
+    free = ~groups
+    return (groups | (free & (free.cumsum(-1) <= short))).reshape(mask.shape)
+
+
+def group_codes(slot_mask: Tensor) -> Tensor:
+    """One byte per row group of ``slot_mask`` (exactly 2 of 4 set): ``i0 | i1 << 2`` for its slots ``i0 < i1``.
+
+    Example:
+        >>> group_codes(torch.tensor([[False, True, False, True]])).tolist()  # slots 1 and 3
+        [[13]]
+    """
+    out_features, in_features = slot_mask.shape
+    groups = slot_mask.reshape(out_features, in_features // 4, 4).to(torch.uint8)
+    first = groups.argmax(-1)  # the first set position (argmax returns the first maximum)
+    last = 3 - groups.flip(-1).argmax(-1)
+    return (first | (last << 2)).to(torch.uint8)
+
+
+@functools.cache
+def _triton() -> Any:
+    try:
+        from . import packed24_triton
+    except ImportError:
+        return None
+    return packed24_triton
+
+
+class Packed24:
+    """A transposable 2:4 weight held for the sparse tensor cores twice, as ``W`` and as ``W^T``.
+
+    Args:
+        mask: bool ``(out, in)``, at most 2 kept of every 4 along rows and columns (see
+            :func:`transposable_problem`), on a CUDA device; both sides multiples of 16 (cuSPARSELt's minimum).
+        dtype: float16 or bfloat16, the products' dtype.
+        kernel: ``"triton"`` (the copy kernels, where Triton is installed) or ``"gather"`` (the plain-torch
+            reference), for :meth:`refresh_`'s copy into the value slots.
+    """
+
+    def __init__(self, mask: Tensor, dtype: torch.dtype, *, kernel: str = "triton") -> None:
+        problem = transposable_problem(mask)
+        if problem is not None:
+            raise ValueError(f"Packed24: the mask cannot be held as transposable 2:4: {problem}")
+        if kernel not in ("triton", "gather"):
+            raise ValueError(f"kernel must be one of 'triton', 'gather'; got {kernel!r}")
+        self.mask, self.dtype = mask, dtype
+        rows, cols_t = slots(mask), slots(mask.t().contiguous())  # W's slots, and W^T's (as (in, out))
+        self.codes, self.codes_t = group_codes(rows), group_codes(cols_t).t().contiguous()  # (out, in/4), (out/4, in)
+        self.kernel = kernel if _triton() is not None else "gather"
+        self.packed = compress(rows.to(dtype))
+        self.packed_t = compress(cols_t.to(dtype))
+        self.fast = layout_holds(dtype, mask.device)
+        self.alg = self.alg_t = 0
+        self._positions: tuple[Tensor, Tensor] | None = None
+
+    def positions(self) -> tuple[Tensor, Tensor]:
+        """The value slots of ``W`` and of ``W^T`` in their row-major order, as flat positions of ``W`` (int64, 8
+        bytes per value: built only for the plain-torch gather)."""
+        if self._positions is None:
+            out_features, in_features = self.mask.shape
+            rows = slots(self.mask).reshape(-1).nonzero().squeeze(1)
+            by_col = slots(self.mask.t().contiguous()).reshape(-1).nonzero().squeeze(1)  # as positions of W^T ...
+            self._positions = rows, (by_col % out_features) * in_features + by_col // out_features  # ... and of W
+        return self._positions
+
+    def search_(self, tokens: int) -> None:
+        """Picks the fastest algorithm of both products for ``tokens`` rows of input (searched once per shape)."""
+        out_features, in_features = self.mask.shape
+        self.alg, self.alg_t = _searched(out_features, in_features, tokens, self.dtype, self.mask.device)
+
+    @torch.no_grad()
+    def refresh_(self, weight: Tensor) -> None:
+        """Makes the compressed ``W`` and ``W^T`` hold ``weight``'s entries at the slots (in the products' dtype):
+        its kept entries, and the zeros it holds off the mask."""
+        weight = weight.detach()
+        if not self.fast:
+            w = (weight * self.mask).to(self.dtype)
+            self.packed, self.packed_t = compress(w), compress(w.t())
+            return
+        n = self.mask.numel() // 2
+        values, values_t = self.packed.view(-1)[:n], self.packed_t.view(-1)[:n]
+        if self.kernel == "triton":
+            _triton().gather_rows_(values, weight, self.codes)
+            _triton().gather_cols_(values_t, weight, self.codes_t)
+        else:
+            flat = weight.reshape(-1)
+            positions, positions_t = self.positions()
+            values.copy_(flat[positions])
+            values_t.copy_(flat[positions_t])
+
+
+@functools.cache
+def _searched(out_features: int, in_features: int, tokens: int, dtype: torch.dtype, device: torch.device) -> tuple:
+    """The fastest algorithms of ``X W^T`` and ``dY W`` for a 2:4 ``W`` of this shape: they depend on the shapes
+    alone, so layers of one shape share one search (a model has a few shapes and many layers)."""
+    mask = random_transposable_mask((out_features, in_features), 2, 4, device=device)
+    packed, packed_t = compress(mask.to(dtype)), compress(mask.t().contiguous().to(dtype))
+    x = torch.randn(tokens, in_features, device=device).to(dtype)
+    dy = torch.randn(tokens, out_features, device=device).to(dtype)
+    return search(packed, x), search(packed_t, dy)
+
+
+@functools.cache
+def layout_holds(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether cuSPARSELt's compressed 2:4 form is the kept entries in row-major order followed by metadata that
+    depends on the mask alone (what :class:`Packed24` relies on), on a random probe: value slots bit-equal and the
+    product right."""
+    g = torch.Generator(device=device).manual_seed(0)
+    w = torch.randn(64, 128, generator=g, device=device)
+    mask = best_transposable_mask(w.abs(), 2, 4)
+    w = (w * mask + mask * 1e-3).to(dtype)  # no kept entry exactly 0
+    packed = compress(mask.to(dtype))
+    n = int(mask.sum())
+    packed.view(-1)[:n] = w.reshape(-1)[mask.reshape(-1)]
+    reference = compress(w)
+    x = torch.randn(32, 128, generator=g, device=device).to(dtype)
+    same_product = torch.allclose(linear(x, packed, None, 0).float(), F.linear(x, w).float(), rtol=1e-2, atol=1e-2)
+    return bool(torch.equal(packed.view(-1)[:n], reference.view(-1)[:n])) and same_product
+
+
+class _Linear24(torch.autograd.Function):
+    """``Y = X W^T + b`` and ``dX = dY W`` on the sparse tensor cores, ``dW = (dY^T X) * mask`` dense."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, packed: Packed24, sink: list[Tensor] | None
+    ) -> Tensor:
+        ctx.packed, ctx.sink, ctx.weight_dtype = packed, sink, weight.dtype
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        ctx.save_for_backward(x)
+        return linear(x, packed.packed, None if bias is None else bias.to(packed.dtype), packed.alg)
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor | None, ...]:
+        (x,) = ctx.saved_tensors
+        packed = ctx.packed
+        dx = linear(dy, packed.packed_t, None, packed.alg_t) if ctx.needs_input_grad[0] else None
+        dw = db = None
+        if ctx.needs_input_grad[1]:
+            dw = torch.empty(packed.mask.shape, dtype=ctx.weight_dtype, device=dy.device)
+            torch.mul(dy.t() @ x, packed.mask, out=dw)  # one kernel: masked, and stored in the weight's dtype
+            if ctx.sink is not None:
+                ctx.sink.append(dw)
+        if ctx.needs_input_grad[2]:
+            db = dy.sum(0, dtype=torch.float32).to(ctx.bias_dtype)
+        return dx, dw, db, None, None
+
+
+def linear24(
+    x: Tensor, weight: Tensor, packed: Packed24, bias: Tensor | None = None, *, sink: list[Tensor] | None = None
+) -> Tensor:
+    """``x W^T + b`` for the dense ``weight`` held (as of its last :meth:`Packed24.refresh_`) in ``packed``, with
+    gradients for ``x``, ``weight`` (masked, in the weight's dtype) and ``bias``; ``x`` is ``(tokens, in)`` in
+    ``packed.dtype``. ``sink``, if given, receives the weight's gradient as it is made (so that a hook on the weight
+    can tell it is masked already)."""
+    return _Linear24.apply(x, weight, bias, packed, sink)
+
+
+def linear24_reference(x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None = None) -> Tensor:
+    """The plain-torch definition of :func:`linear24`: the masked dense product."""
+    return F.linear(x, (weight * mask).to(x.dtype), None if bias is None else bias.to(x.dtype))

@@ -1,0 +1,270 @@
+"""The semi_structured storage: transposable 2:4 / 1:4 layers whose products run on the sparse tensor cores.
+
+On the CPU (CI) the layer must compute exactly what the masked layer computes, under the engine too, and refuse what
+it cannot hold; the value slots it packs are checked against brute force. On a CUDA device with cuSPARSELt its
+outputs and gradients are compared with the masked dense computation within bfloat16 tolerance, through optimizer
+steps, topology updates, loads and moves.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import pickle
+
+import pytest
+import torch
+from helpers import tiny_batch, tiny_mlp
+
+import sparsebrain as sb
+from sparsebrain.kernels import cusparselt
+from sparsebrain.kernels.packed24 import group_codes, slots, transposable_problem
+from sparsebrain.topology import is_transposable, random_transposable_mask
+
+CUDA = cusparselt.available()
+
+
+def _pair(out_f: int, in_f: int, n: int = 2, *, bias: bool = True, device: str = "cpu", seed: int = 0):  # type: ignore[no-untyped-def]
+    """A masked layer and a semi_structured one with the same weights, bias and transposable n:4 mask."""
+    g = torch.Generator().manual_seed(seed)
+    mask = random_transposable_mask((out_f, in_f), n, 4, generator=g)
+    torch.manual_seed(seed)
+    masked = sb.SparseLinear(in_f, out_f, bias=bias, mask=mask).to(device)
+    semi = sb.SemiStructuredSparseLinear(in_f, out_f, bias=bias, mask=mask).to(device)
+    semi.load_state_dict(masked.state_dict())
+    return masked, semi
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the value slots, against brute force
+
+
+def test_slots_complete_each_group_to_two_and_the_codes_name_them() -> None:
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2):
+        mask = random_transposable_mask((8, 16), n, 4, generator=g)
+        mask[0, :4] = False  # an empty group, and a short one: what a rewiring may leave
+        mask[1, 4:8] = torch.tensor([False, False, True, False])
+        s = slots(mask)
+        groups = s.reshape(8, 4, 4)
+        assert bool((s | ~mask).all()), "every kept entry has a slot"
+        assert bool((groups.sum(-1) == 2).all())
+        codes = group_codes(s)
+        for r, k in itertools.product(range(8), range(4)):  # brute force: the first and last slot of each group
+            where = groups[r, k].nonzero().squeeze(1).tolist()
+            assert int(codes[r, k]) == where[0] | where[1] << 2
+        free = ~mask.reshape(8, 4, 4)
+        added = (s & ~mask).reshape(8, 4, 4)
+        for r, k in itertools.product(range(8), range(4)):  # the added slots are the group's first free positions
+            need = int(added[r, k].sum())
+            assert added[r, k].nonzero().squeeze(1).tolist() == free[r, k].nonzero().squeeze(1).tolist()[:need]
+
+
+def test_transposable_problem_names_what_is_wrong() -> None:
+    assert transposable_problem(random_transposable_mask((8, 8), 2, 4)) is None
+    assert transposable_problem(random_transposable_mask((8, 8), 1, 4)) is None
+    rowwise = sb.topology.random_rowwise_mask((8, 8), 2, 4, generator=torch.Generator().manual_seed(1))
+    if not is_transposable(rowwise, 2, 4):
+        assert "along columns" in (transposable_problem(rowwise) or "")
+    assert "4 x 4 blocks" in (transposable_problem(torch.ones(6, 8, dtype=torch.bool)) or "")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the CPU fallback: exactly the masked layer
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_on_the_cpu_it_computes_exactly_what_the_masked_layer_computes(n: int) -> None:
+    masked, semi = _pair(24, 32, n)
+    x = torch.randn(2, 5, 32)
+    y_m, y_s = masked(x), semi(x)
+    assert torch.equal(y_m, y_s) and semi.path == "masked (needs a CUDA device)"
+    y_m.square().sum().backward()
+    y_s.square().sum().backward()
+    assert torch.equal(masked.weight.grad, semi.weight.grad) and torch.equal(masked.bias.grad, semi.bias.grad)
+    assert torch.count_nonzero(semi.weight.grad[~semi.mask]) == 0
+
+
+@pytest.mark.parametrize("method", ["chts24", "chts14"])
+def test_under_the_engine_the_cpu_fallback_follows_the_masked_trajectory(method: str) -> None:
+    runs = {}
+    for storage in ("masked", "semi_structured"):
+        model = tiny_mlp(0)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        sp = sb.DynamicSparsifier(model, opt, method=method, seed=0, total_steps=12, update_interval=3, storage=storage)
+        for step in range(12):
+            x, y = tiny_batch(step)
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            sp.step()
+            opt.zero_grad(set_to_none=True)
+        runs[storage] = (sp, model)
+    (m_sp, m_model), (s_sp, s_model) = runs["masked"], runs["semi_structured"]
+    assert all(type(layer) is sb.SemiStructuredSparseLinear for layer in s_sp.layers.values())
+    assert all(type(layer) is sb.SparseLinear for layer in m_sp.layers.values())
+    assert s_sp.stats()["updates"] == m_sp.stats()["updates"] > 0
+    for (name, a), b in zip(m_model.state_dict().items(), s_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    n = 1 if method == "chts14" else 2
+    assert all(is_transposable(layer.mask, n, 4) for layer in s_sp.layers.values())
+
+
+def test_what_the_storage_cannot_hold_is_refused_naming_the_option() -> None:
+    with pytest.raises(ValueError, match="storage='semi_structured' holds transposable 2:4 and 1:4 patterns"):
+        sb.DynamicSparsifier(tiny_mlp(), None, method="set", total_steps=10, storage="semi_structured")
+    with pytest.raises(ValueError, match="pattern_layout='transposable'.*got a rowwise 2:4 pattern"):
+        sb.DynamicSparsifier(tiny_mlp(), None, method="asp", pattern_layout="rowwise", storage="semi_structured")
+    with pytest.raises(ValueError, match="storage='semi_structured' replaces the masked layer, not STELinear"):
+        sb.DynamicSparsifier(tiny_mlp(), None, method="ste", storage="semi_structured")
+    with pytest.raises(ValueError, match="'masked', 'compressed', 'semi_structured', 'auto'"):
+        sb.DynamicSparsifier(tiny_mlp(), None, method="chts24", storage="nm")
+
+
+def test_a_mask_that_is_not_transposable_2_4_is_refused_and_nothing_changes() -> None:
+    _, semi = _pair(16, 16)
+    before = semi.state_dict()
+    bad = torch.zeros(16, 16, dtype=torch.bool)
+    bad[0, :3] = True
+    for change in (semi.set_mask_, semi.rewire_):
+        with pytest.raises(ValueError, match="not transposable 2:4 or 1:4: up to 3 of every 4"):
+            change(bad)
+        assert all(torch.equal(a, b) for a, b in zip(before.values(), semi.state_dict().values()))
+    with pytest.raises(RuntimeError, match="the loaded mask is not transposable 2:4"):
+        semi.load_state_dict({**before, "mask": bad, "weight": before["weight"] * bad})
+
+
+def test_checkpoints_are_the_masked_layers_and_round_trip_both_ways() -> None:
+    masked, semi = _pair(24, 32)
+    with torch.no_grad():
+        semi.weight.mul_(3.0)
+    assert set(semi.state_dict()) == set(masked.state_dict()) == {"weight", "bias", "mask"}
+    masked.load_state_dict(semi.state_dict())
+    other = sb.SemiStructuredSparseLinear(32, 24, mask=random_transposable_mask((24, 32), 1, 4))
+    other.load_state_dict(masked.state_dict())
+    x = torch.randn(7, 32)
+    assert torch.equal(masked(x), semi(x)) and torch.equal(other(x), semi(x))
+    for clone in (copy.deepcopy(semi), pickle.loads(pickle.dumps(semi))):
+        assert clone._packed is None and torch.equal(clone(x), semi(x))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the sparse tensor cores (CUDA with cuSPARSELt)
+
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs cuSPARSELt and sparse tensor cores")
+
+
+def _rel(got: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((got.float() - ref.float()).abs().max() / ref.float().abs().max().clamp(min=1e-30))
+
+
+@needs_cuda
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(("out_f", "in_f", "shape"), [(256, 512, (4, 75)), (528, 272, (64,)), (1024, 256, (2, 512))])
+def test_outputs_and_gradients_match_the_masked_layer_through_optimizer_steps(
+    n: int, bias: bool, out_f: int, in_f: int, shape: tuple[int, ...]
+) -> None:
+    masked, semi = _pair(out_f, in_f, n, bias=bias, device="cuda", seed=out_f + n)
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True) for m in (masked, semi)]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for _ in range(3):
+        x = torch.randn(*shape, in_f, generator=g, device="cuda")
+        x_m, x_s = x.clone().requires_grad_(), x.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y_m, y_s = masked(x_m), semi(x_s)
+        assert semi.path == "2:4 sparse tensor cores" and y_s.dtype == torch.bfloat16 and y_s.shape == y_m.shape
+        assert _rel(y_s, y_m) < 1e-2
+        dy = torch.randn(y_m.shape, generator=g, device="cuda").bfloat16()
+        y_m.backward(dy)
+        y_s.backward(dy)
+        assert _rel(x_s.grad, x_m.grad) < 1e-2
+        assert semi.weight.grad.dtype == torch.float32 and torch.count_nonzero(semi.weight.grad[~semi.mask]) == 0
+        assert _rel(semi.weight.grad, masked.weight.grad) < 1e-2
+        if bias:
+            assert _rel(semi.bias.grad, masked.bias.grad) < 1e-2
+        for opt in opts:
+            opt.step()  # the weights change in place: the next forward must copy them in again
+            opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            semi.weight.copy_(masked.weight)  # keep the two on one trajectory
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_weights_run_on_the_sparse_cores_without_autocast(dtype: torch.dtype) -> None:
+    masked, semi = _pair(256, 256, device="cuda")
+    masked.to(dtype), semi.to(dtype)
+    x = torch.randn(100, 256, device="cuda", dtype=dtype)
+    y = semi(x)
+    assert semi.path == "2:4 sparse tensor cores" and y.dtype == dtype
+    assert _rel(y, masked(x)) < 1e-2
+    with pytest.warns(UserWarning, match="needs bfloat16 or float16"):
+        semi.float()(x.float())
+    assert semi.path.startswith("masked (needs bfloat16 or float16")
+
+
+@needs_cuda
+def test_rewiring_loading_and_moving_compress_again() -> None:
+    masked, semi = _pair(256, 512, device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(1)
+    x = torch.randn(300, 512, generator=g, device="cuda")
+
+    def agree() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            assert _rel(semi(x), masked(x)) < 1e-2 and semi.path == "2:4 sparse tensor cores"
+
+    agree()
+    new = random_transposable_mask((256, 512), 2, 4, generator=torch.Generator().manual_seed(5)).cuda()
+    new[0, :4] = False  # a group the rewiring left empty
+    for layer in (masked, semi):
+        layer.rewire_(new)
+        with torch.no_grad():
+            layer.weight.add_(torch.randn(layer.weight.shape, generator=torch.Generator(device="cuda").manual_seed(2),
+                                          device="cuda") * new)  # fmt: skip
+    agree()
+    state = {k: v.clone() for k, v in masked.state_dict().items()}
+    state["weight"] = state["weight"] * 0.5
+    masked.load_state_dict(state)
+    semi.load_state_dict(state)
+    agree()
+    semi.cpu().cuda()
+    agree()
+    with torch.no_grad():
+        semi.weight.data.mul_(2.0)  # not seen by the version counter...
+        masked.weight.mul_(2.0)
+    semi.weights_changed_()  # ... so say so
+    agree()
+
+
+@needs_cuda
+def test_chts24_training_on_the_sparse_cores_follows_the_masked_run() -> None:
+    """The same seed and data: losses agree within bfloat16 noise, the topology stays transposable 2:4, and the
+    updates re-compress (the sparse layers keep running on the sparse cores)."""
+    losses = {}
+    for storage in ("masked", "semi_structured"):
+        torch.manual_seed(0)
+        model = sb.models.MLP(64, [256, 256], 16).cuda()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        sp = sb.DynamicSparsifier(model, opt, method="chts24", seed=0, total_steps=40, update_interval=5,
+                                  storage=storage)  # fmt: skip
+        g = torch.Generator(device="cuda").manual_seed(0)
+        curve = []
+        for _ in range(40):
+            x = torch.randn(512, 64, generator=g, device="cuda")
+            y = (x[:, :16] > 0).long().argmax(1)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            sp.step()
+            opt.zero_grad(set_to_none=True)
+            curve.append(float(loss))
+        assert sp.stats()["updates"] > 0
+        for layer in sp.layers.values():
+            assert is_transposable(layer.mask, 2, 4)
+            if storage == "semi_structured":
+                assert layer.path == "2:4 sparse tensor cores"
+        losses[storage] = curve
+    m, s = torch.tensor(losses["masked"]), torch.tensor(losses["semi_structured"])
+    assert float(m[-5:].mean()) < float(m[:5].mean())  # it learns
+    assert float((m - s).abs().max()) < 0.05 * float(m[0])
