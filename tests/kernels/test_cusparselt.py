@@ -47,3 +47,26 @@ def test_the_transposed_weight_of_a_transposable_mask_is_2_4_too() -> None:
     packed_t = cusparselt.compress(w.t())
     got = cusparselt.linear(dy, packed_t, None, cusparselt.search(packed_t, dy))
     assert _rel(got, dy @ w) < 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("out_features", "in_features", "tokens"), [(64, 128, 8), (528, 272, 100), (2048, 5504, 4096)])
+def test_kept_plans_compute_bit_for_bit_what_torchs_operator_computes(
+    dtype: torch.dtype, out_features: int, in_features: int, tokens: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sparsebrain.kernels import cusparselt_plans
+
+    assert cusparselt_plans.available(), "the C API should bind wherever torch has cuSPARSELt"
+    g = torch.Generator(device="cuda").manual_seed(tokens)
+    w = torch.randn(out_features, in_features, generator=g, device="cuda")
+    w = (w * best_rowwise_mask(w.abs(), 2, 4)).to(dtype)
+    b = torch.randn(out_features, generator=g, device="cuda").to(dtype)
+    x = torch.randn(tokens, in_features, generator=g, device="cuda").to(dtype)
+    packed = cusparselt.compress(w)
+    alg = cusparselt.search(packed, x)
+    planned = [cusparselt.linear(x, packed, bias, alg) for bias in (None, b)]
+    monkeypatch.setattr(cusparselt_plans, "available", lambda: False)
+    operator = [cusparselt.linear(x, packed, bias, alg) for bias in (None, b)]
+    assert torch.equal(planned[0], operator[0])
+    assert _rel(planned[1], operator[1]) < 1e-2  # the bias added after the product, not in its epilogue
+    assert _rel(planned[1], cusparselt.linear_reference(x, w, b)) < 1e-2

@@ -71,7 +71,9 @@ def test_the_copy_kernels_write_exactly_what_the_gather_writes(n: int, out_featu
         assert fast.kernel == "triton" and fast.fast
         fast.refresh_(weight)
         reference.refresh_(weight)
-        assert torch.equal(fast.packed, reference.packed) and torch.equal(fast.packed_t, reference.packed_t)
+        n = mask.numel() // 2  # the value slots (the metadata after them, and any padding, are the compressor's)
+        assert torch.equal(fast.packed[:n], reference.packed[:n])
+        assert torch.equal(fast.packed_t[:n], reference.packed_t[:n])
 
 
 def test_short_groups_and_1_4_masks_compute_right() -> None:

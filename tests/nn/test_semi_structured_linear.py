@@ -191,7 +191,12 @@ def test_outputs_and_gradients_match_the_masked_layer_through_optimizer_steps(
 
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_weights_run_on_the_sparse_cores_without_autocast(dtype: torch.dtype) -> None:
+def test_half_precision_weights_run_on_the_sparse_cores_without_autocast(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sparsebrain.nn import semi_structured_linear
+
+    monkeypatch.setattr(semi_structured_linear, "_warned", set())  # each reason is announced once per process
     masked, semi = _pair(256, 256, device="cuda")
     masked.to(dtype), semi.to(dtype)
     x = torch.randn(100, 256, device="cuda", dtype=dtype)

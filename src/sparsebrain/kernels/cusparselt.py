@@ -43,6 +43,7 @@ def compress(weight: Tensor) -> Tensor:
 
 
 _TOKEN_MULTIPLE = 8  # the dense operand's sides must be multiples of 8 (float16 / bfloat16)
+_COMPRESSION_FACTOR = 9  # a compressed float16 / bfloat16 weight has 9/16 of the dense weight's entries
 
 
 def _padded(x: Tensor) -> Tensor:
@@ -72,9 +73,23 @@ def search(packed: Tensor, x: Tensor, bias: Tensor | None = None) -> int:
 
 
 def linear(x: Tensor, packed: Tensor, bias: Tensor | None, alg_id: int) -> Tensor:
-    """``x W^T + b`` for the compressed ``W``: ``x`` is ``(tokens, in)`` of the weight's dtype; ``(tokens, out)``."""
+    """``x W^T + b`` for the compressed ``W``: ``x`` is ``(tokens, in)`` of the weight's dtype; ``(tokens, out)``.
+
+    Eager calls go through kept plans (:mod:`sparsebrain.kernels.cusparselt_plans`) where they can; under
+    ``torch.compile`` (which cannot trace a foreign call) and where the plans are not available, through torch's
+    operator, which computes the same product with a plan made for each call.
+    """
+    from . import cusparselt_plans
+
     tokens = x.shape[0]
-    y = torch._cslt_sparse_mm(packed, _padded(x).t(), bias, transpose_result=True, alg_id=alg_id)
+    xp = _padded(x)
+    if not torch.compiler.is_compiling() and cusparselt_plans.available():
+        out_features = packed.numel() * 16 // _COMPRESSION_FACTOR // x.shape[1]
+        y = cusparselt_plans.matmul(packed, xp, out_features, alg_id)
+        if bias is not None:
+            y += bias
+    else:
+        y = torch._cslt_sparse_mm(packed, xp.t(), bias, transpose_result=True, alg_id=alg_id)
     return y if y.shape[0] == tokens else y[:tokens]
 
 

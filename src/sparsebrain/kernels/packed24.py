@@ -116,7 +116,8 @@ class Packed24:
         self.kernel = kernel if _triton() is not None else "gather"
         self.packed = compress(rows.to(dtype))
         self.packed_t = compress(cols_t.to(dtype))
-        self.fast = layout_holds(dtype, mask.device)
+        shape = (int(mask.shape[0]), int(mask.shape[1]))
+        self.fast = layout_holds(dtype, mask.device, shape) and layout_holds(dtype, mask.device, shape[::-1])
         self.alg = self.alg_t = 0
         self._positions: tuple[Tensor, Tensor] | None = None
 
@@ -168,19 +169,19 @@ def _searched(out_features: int, in_features: int, tokens: int, dtype: torch.dty
 
 
 @functools.cache
-def layout_holds(dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether cuSPARSELt's compressed 2:4 form is the kept entries in row-major order followed by metadata that
-    depends on the mask alone (what :class:`Packed24` relies on), on a random probe: value slots bit-equal and the
-    product right."""
+def layout_holds(dtype: torch.dtype, device: torch.device, shape: tuple[int, int] = (64, 128)) -> bool:
+    """Whether cuSPARSELt's compressed 2:4 form of a ``shape`` weight is the kept entries in row-major order followed
+    by metadata that depends on the mask alone (what :class:`Packed24` relies on), on a random probe of that shape:
+    value slots bit-equal and the product right."""
     g = torch.Generator(device=device).manual_seed(0)
-    w = torch.randn(64, 128, generator=g, device=device)
+    w = torch.randn(shape, generator=g, device=device)
     mask = best_transposable_mask(w.abs(), 2, 4)
     w = (w * mask + mask * 1e-3).to(dtype)  # no kept entry exactly 0
     packed = compress(mask.to(dtype))
     n = int(mask.sum())
     packed.view(-1)[:n] = w.reshape(-1)[mask.reshape(-1)]
     reference = compress(w)
-    x = torch.randn(32, 128, generator=g, device=device).to(dtype)
+    x = torch.randn(32, shape[1], generator=g, device=device).to(dtype)
     same_product = torch.allclose(linear(x, packed, None, 0).float(), F.linear(x, w).float(), rtol=1e-2, atol=1e-2)
     return bool(torch.equal(packed.view(-1)[:n], reference.view(-1)[:n])) and same_product
 
