@@ -138,7 +138,7 @@ def _timed_training(config: Any, storage: str | None, ids: torch.Tensor, args: a
         )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, host = [], []  # the whole step, and the host's part (until all its work is queued)
     for batch in ids:
         sync(device)
         t0 = time.perf_counter()
@@ -151,9 +151,14 @@ def _timed_training(config: Any, storage: str | None, ids: torch.Tensor, args: a
         if sp is not None:
             sp.step()
         opt.zero_grad(set_to_none=True)
+        host.append((time.perf_counter() - t0) * 1e3)
         sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
-    out: dict[str, Any] = {"step_ms": statistics.median(times[3:]), "loss": float(loss)}
+    out: dict[str, Any] = {
+        "step_ms": statistics.median(times[3:]),
+        "host_ms": statistics.median(host[3:]),
+        "loss": float(loss),
+    }
     if device.type == "cuda":
         out["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     if sp is not None:
@@ -209,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         definitions={
             "ms": "ms per forward + both gradients, --calls calls queued between two synchronisations (median)",
             "step_ms": "ms per training step (forward, loss, backward, clipping, AdamW, sparsifier), median",
+            "host_ms": "ms of the step until the host has queued all its work (below step_ms: bound by the GPU)",
             "speedup": "dense ms / this one's ms (above 1: faster than dense)",
         },
         cusparselt=device.type == "cuda" and cusparselt.available(),

@@ -41,8 +41,18 @@ _OPAQUE = 4096  # bytes for each opaque struct (handle, descriptors, plan: 1 KiB
 _ALIGNMENT = 16  # bytes, as torch's binding
 
 
-def _opaque() -> ctypes.Array[ctypes.c_char]:
-    return ctypes.create_string_buffer(_OPAQUE)
+class _Opaque:
+    """An opaque struct of the library: ``_OPAQUE`` zeroed bytes at a 16-byte aligned address (the structs are
+    ``alignas(16)``; a ctypes buffer alone is not always aligned so)."""
+
+    def __init__(self) -> None:
+        self.buffer = ctypes.create_string_buffer(_OPAQUE + 16)
+        address = ctypes.addressof(self.buffer)
+        self._as_parameter_ = ctypes.c_void_p(address + (-address % 16))  # what ctypes passes for this object
+
+
+def _opaque() -> _Opaque:
+    return _Opaque()
 
 
 def _library_path() -> str | None:
@@ -85,14 +95,14 @@ class _Library:
         self.lib.cusparseLtMatmulPlanInit.argtypes = [ctypes.c_void_p] * 4
         self.lib.cusparseLtMatmulGetWorkspace.argtypes = [ctypes.c_void_p] * 3
         self.lib.cusparseLtMatmul.argtypes = [ctypes.c_void_p] * 10 + [ctypes.c_int32]
-        self.handles: dict[int, ctypes.Array[ctypes.c_char]] = {}
+        self.handles: dict[int, _Opaque] = {}
         self.lock = threading.Lock()
 
     def check(self, status: int, what: str) -> None:
         if status != 0:
             raise RuntimeError(f"cuSPARSELt {what} failed with status {status}")
 
-    def handle(self, device: int) -> ctypes.Array[ctypes.c_char]:
+    def handle(self, device: int) -> _Opaque:
         with self.lock:
             if device not in self.handles:
                 h = _opaque()
