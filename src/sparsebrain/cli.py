@@ -243,7 +243,10 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
         for m in methods:
             name, options = parse_method(m)
             if name not in METHODS or options:  # raises with the valid names and a suggestion
-                load_config(None, {"sparsity.method": name, "sparsity.options": options})
+                # with the grid's density: an N:M method's variant fixes it
+                load_config(
+                    None, {"sparsity.method": name, "sparsity.options": options, "sparsity.density": densities[0]}
+                )
     except (ValueError, TypeError, ConfigError) as e:
         return _fail(str(e))
     import yaml

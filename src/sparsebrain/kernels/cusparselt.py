@@ -83,12 +83,13 @@ def linear(x: Tensor, packed: Tensor, bias: Tensor | None, alg_id: int) -> Tenso
 
     tokens = x.shape[0]
     xp = _padded(x)
+    y = None
     if not torch.compiler.is_compiling() and cusparselt_plans.available():
         out_features = packed.numel() * 16 // _COMPRESSION_FACTOR // x.shape[1]
         y = cusparselt_plans.matmul(packed, xp, out_features, alg_id)
-        if bias is not None:
+        if y is not None and bias is not None:
             y += bias
-    else:
+    if y is None:
         y = torch._cslt_sparse_mm(packed, xp.t(), bias, transpose_result=True, alg_id=alg_id)
     return y if y.shape[0] == tokens else y[:tokens]
 

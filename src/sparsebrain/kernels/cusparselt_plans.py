@@ -190,12 +190,19 @@ class Plan:
 
 
 @functools.lru_cache(maxsize=1024)
-def _plan(out_f: int, in_f: int, tokens: int, dtype: torch.dtype, alg_id: int, device: int) -> Plan:
-    return Plan(out_f, in_f, tokens, dtype, alg_id, device)
+def _plan(out_f: int, in_f: int, tokens: int, dtype: torch.dtype, alg_id: int, device: int) -> Plan | None:
+    """The kept plan of these shapes, or None where the library refuses to plan them (seen for sides that are
+    multiples of 16 but not of 32, which torch's operator runs: the caller falls back to it)."""
+    try:
+        return Plan(out_f, in_f, tokens, dtype, alg_id, device)
+    except RuntimeError:
+        return None
 
 
-def matmul(packed: Tensor, x: Tensor, out_features: int, alg_id: int) -> Tensor:
-    """``x W^T`` (``(tokens, out_features)``) for the compressed ``W`` ``packed``, through a kept plan; ``x`` is
-    ``(tokens, in)``, contiguous, float16 or bfloat16, tokens a multiple of 8."""
+def matmul(packed: Tensor, x: Tensor, out_features: int, alg_id: int) -> Tensor | None:
+    """``x W^T`` (``(tokens, out_features)``) for the compressed ``W`` ``packed``, through a kept plan, or None
+    where these shapes have none; ``x`` is ``(tokens, in)``, contiguous, float16 or bfloat16, tokens a multiple
+    of 8."""
     device = x.device.index if x.device.index is not None else torch.cuda.current_device()
-    return _plan(out_features, x.shape[1], x.shape[0], x.dtype, alg_id, device)(packed, x)
+    plan = _plan(out_features, x.shape[1], x.shape[0], x.dtype, alg_id, device)
+    return None if plan is None else plan(packed, x)
