@@ -91,21 +91,15 @@ def _packed24_copies(g: torch.Generator) -> int:
             "gather_rows": rows.reshape(-1).nonzero().squeeze(1),
             "gather_cols": (by_col % out_f) * in_f + by_col // out_f,
         }
-        codes = {
-            "gather_rows": packed24.group_codes(rows),
-            "gather_cols": packed24.group_codes(cols_t).t().contiguous(),
-        }
-        for name, kernel in (
-            ("gather_rows", packed24_triton.gather_rows_),
-            ("gather_cols", packed24_triton.gather_cols_),
-        ):
-            got = torch.full((out_f * in_f // 2,), float("nan"), dtype=torch.bfloat16)
-            kernel(got, weight, codes[name])
+        codes, codes_t = packed24.group_codes(rows), packed24.group_codes(cols_t).t().contiguous()
+        got = {name: torch.full((out_f * in_f // 2,), float("nan"), dtype=torch.bfloat16) for name in positions}
+        packed24_triton.gather_(got["gather_rows"], got["gather_cols"], weight, codes, codes_t)
+        for name, values in got.items():
             ref = weight.reshape(-1)[positions[name]]
             # the interpreter's float32 -> bfloat16 conversion truncates where the GPU's rounds: one bf16 ulp apart
-            err = float(((got.float() - ref).abs() / ref.abs().clamp(min=1e-30)).max())
+            err = float(((values.float() - ref).abs() / ref.abs().clamp(min=1e-30)).max())
             print(f"{name} {out_f}x{in_f}/{n}:4 {err:.3g} {2**-7:.3g}")
-            if not (err <= 2**-7 and torch.equal(got.float() == 0, ref == 0)):
+            if not (err <= 2**-7 and torch.equal(values.float() == 0, ref == 0)):
                 return 1
     return 0
 

@@ -7,7 +7,7 @@ the masked dense ``dY^T X`` (:func:`linear24`). The weights change at every opti
 updates, and the compressed form splits the same way: its value slots are the kept entries in row-major order, a
 prefix of the buffer, and the rest is metadata that depends on the mask alone. So the mask is compressed once per
 topology (:class:`Packed24`) and each step only copies the weights into the value slots (:meth:`Packed24.refresh_`:
-one Triton kernel per copy on CUDA, a gather elsewhere), which costs a fraction of compressing ``W`` and ``W^T``.
+one Triton kernel for both copies on CUDA, a gather elsewhere), which costs a fraction of compressing ``W`` and ``W^T``.
 
 Every group of 4 holds exactly 2 value slots: a group of the mask with fewer kept entries (1:4, or a group a
 rewiring left short) gets slots at its first free positions, holding zeros (:func:`slots`). The layout is
@@ -148,8 +148,7 @@ class Packed24:
         n = self.mask.numel() // 2
         values, values_t = self.packed.view(-1)[:n], self.packed_t.view(-1)[:n]
         if self.kernel == "triton":
-            _triton().gather_rows_(values, weight, self.codes)
-            _triton().gather_cols_(values_t, weight, self.codes_t)
+            _triton().gather_(values, values_t, weight, self.codes, self.codes_t)
         else:
             flat = weight.reshape(-1)
             positions, positions_t = self.positions()
