@@ -18,7 +18,7 @@ from helpers import tiny_batch, tiny_mlp
 
 import sparsebrain as sb
 from sparsebrain.kernels import cusparselt
-from sparsebrain.kernels.packed24 import group_codes, slots, transposable_problem
+from sparsebrain.kernels.packed24 import group_codes, slot_layout, slots, transposable_problem
 from sparsebrain.topology import is_transposable, random_transposable_mask
 
 CUDA = cusparselt.available()
@@ -58,6 +58,17 @@ def test_slots_complete_each_group_to_two_and_the_codes_name_them() -> None:
         for r, k in itertools.product(range(8), range(4)):  # the added slots are the group's first free positions
             need = int(added[r, k].sum())
             assert added[r, k].nonzero().squeeze(1).tolist() == free[r, k].nonzero().squeeze(1).tolist()[:need]
+
+
+def test_the_one_pass_layout_is_the_slots_and_codes_of_both_sides() -> None:
+    g = torch.Generator().manual_seed(3)
+    for n, shape in ((1, (8, 16)), (2, (12, 24)), (2, (32, 8))):
+        mask = random_transposable_mask(shape, n, 4, generator=g)
+        mask[0, :4] = False
+        codes, codes_t, rows, cols_t = slot_layout(mask)
+        assert torch.equal(rows, slots(mask)) and torch.equal(cols_t, slots(mask.t().contiguous()))
+        assert torch.equal(codes, group_codes(slots(mask)))
+        assert torch.equal(codes_t, group_codes(slots(mask.t().contiguous())).t())
 
 
 def test_transposable_problem_names_what_is_wrong() -> None:

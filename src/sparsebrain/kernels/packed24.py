@@ -32,7 +32,16 @@ from torch import Tensor
 from ..topology.nm import best_transposable_mask, random_transposable_mask
 from .cusparselt import compress, linear, search
 
-__all__ = ["Packed24", "group_codes", "layout_holds", "linear24", "linear24_reference", "slots", "transposable_problem"]
+__all__ = [
+    "Packed24",
+    "group_codes",
+    "layout_holds",
+    "linear24",
+    "linear24_reference",
+    "slot_layout",
+    "slots",
+    "transposable_problem",
+]
 
 
 def transposable_problem(mask: Tensor) -> str | None:
@@ -55,6 +64,39 @@ def transposable_problem(mask: Tensor) -> str | None:
     return f"up to {most} of every 4 consecutive entries are kept along {sides}; at most 2 can be"
 
 
+def _completions() -> tuple[Tensor, Tensor]:
+    """Per 4-bit group pattern ``m0 + 2 m1 + 4 m2 + 8 m3``: its slots (the pattern completed to exactly 2 kept by
+    its first free positions), as a bool row of 4 and as the code ``i0 | i1 << 2``; patterns of 3 or 4 kept have
+    none (never looked up: :func:`transposable_problem` refuses them first)."""
+    table = torch.zeros(16, 4, dtype=torch.bool)
+    for pattern in range(16):
+        kept = [bool(pattern >> j & 1) for j in range(4)]
+        free = [j for j in range(4) if not kept[j]]
+        for j in free[: max(0, 2 - sum(kept))]:
+            kept[j] = True
+        table[pattern] = torch.tensor(kept) if sum(kept) == 2 else False
+    where = table.to(torch.uint8)
+    first, last = where.argmax(-1), 3 - where.flip(-1).argmax(-1)
+    return table, (first | (last << 2)).to(torch.uint8)
+
+
+_TABLES: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+
+def _patterns(groups: Tensor, axis: int) -> Tensor:
+    """The 4-bit pattern of each group of 4 along ``axis`` of the bool ``groups``, as int64 indices."""
+    weights = torch.tensor([1, 2, 4, 8], dtype=torch.uint8, device=groups.device)
+    shape = [1] * groups.dim()
+    shape[axis] = 4
+    return (groups.to(torch.uint8) * weights.view(shape)).sum(axis, dtype=torch.uint8).long()
+
+
+def _tables(device: torch.device) -> tuple[Tensor, Tensor]:
+    if device not in _TABLES:
+        _TABLES[device] = tuple(t.to(device) for t in _completions())  # type: ignore[assignment]
+    return _TABLES[device]
+
+
 def slots(mask: Tensor) -> Tensor:
     """The value slots of ``mask``'s row groups: ``mask`` (at most 2 kept per group of 4 along each row) with each
     group completed to exactly 2 by its first free positions.
@@ -64,10 +106,8 @@ def slots(mask: Tensor) -> Tensor:
         [[1, 1, 0, 0, 0, 0, 1, 1]]
     """
     out_features, in_features = mask.shape
-    groups = mask.reshape(out_features, in_features // 4, 4)
-    short = 2 - groups.sum(-1, keepdim=True)  # (out, in/4, 1): slots still to place
-    free = ~groups
-    return (groups | (free & (free.cumsum(-1) <= short))).reshape(mask.shape)
+    table, _ = _tables(mask.device)
+    return table[_patterns(mask.reshape(out_features, in_features // 4, 4), 2)].reshape(mask.shape)
 
 
 def group_codes(slot_mask: Tensor) -> Tensor:
@@ -78,10 +118,21 @@ def group_codes(slot_mask: Tensor) -> Tensor:
         [[13]]
     """
     out_features, in_features = slot_mask.shape
-    groups = slot_mask.reshape(out_features, in_features // 4, 4).to(torch.uint8)
-    first = groups.argmax(-1)  # the first set position (argmax returns the first maximum)
-    last = 3 - groups.flip(-1).argmax(-1)
-    return (first | (last << 2)).to(torch.uint8)
+    _, codes = _tables(slot_mask.device)
+    return codes[_patterns(slot_mask.reshape(out_features, in_features // 4, 4), 2)]
+
+
+def slot_layout(mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Everything :class:`Packed24` derives from a mask, in one pass over it: the codes of ``W``'s row groups
+    (``(out, in / 4)``) and of its column groups (``(out / 4, in)``), and the slot masks of ``W`` (``(out, in)``) and
+    of ``W^T`` (``(in, out)``); what :func:`group_codes` of :func:`slots` gives for ``mask`` and for ``mask.t()``."""
+    out_features, in_features = mask.shape
+    table, codes = _tables(mask.device)
+    by_row = _patterns(mask.reshape(out_features, in_features // 4, 4), 2)  # (out, in/4)
+    by_col = _patterns(mask.reshape(out_features // 4, 4, in_features), 1)  # (out/4, in)
+    rows = table[by_row].reshape(mask.shape)
+    cols_t = table[by_col].permute(1, 0, 2).reshape(in_features, out_features)
+    return codes[by_row], codes[by_col], rows, cols_t
 
 
 @functools.cache
@@ -111,8 +162,7 @@ class Packed24:
         if kernel not in ("triton", "gather"):
             raise ValueError(f"kernel must be one of 'triton', 'gather'; got {kernel!r}")
         self.mask, self.dtype = mask, dtype
-        rows, cols_t = slots(mask), slots(mask.t().contiguous())  # W's slots, and W^T's (as (in, out))
-        self.codes, self.codes_t = group_codes(rows), group_codes(cols_t).t().contiguous()  # (out, in/4), (out/4, in)
+        self.codes, self.codes_t, rows, cols_t = slot_layout(mask)
         self.kernel = kernel if _triton() is not None else "gather"
         self.packed = compress(rows.to(dtype))
         self.packed_t = compress(cols_t.to(dtype))
