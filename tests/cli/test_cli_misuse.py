@@ -25,6 +25,13 @@ def test_malformed_method_variant_value_names_the_variant(capsys, tmp_path: Path
     _one_line_error(capsys, ["compare", "--methods", "chts[zeta={a]", "--out", str(tmp_path)], "chts[zeta={a]", "zeta")
 
 
+def test_a_variant_of_an_n_m_method_is_checked_at_the_grid_density(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The variant's own option is what is wrong, not the default density an N:M method would refuse."""
+    argv = ["compare", "--methods", "chts24[storage=csr]", "--densities", "0.5", "--out", str(tmp_path / "grid")]
+    line = _one_line_error(capsys, argv, "storage must be one of")
+    assert "density" not in line and not (tmp_path / "grid").exists()
+
+
 @pytest.mark.parametrize("seeds", ["-1", str(2**63), "0,1.5"])
 def test_compare_checks_every_seed_before_running(capsys, tmp_path: Path, seeds: str) -> None:  # type: ignore[no-untyped-def]
     _one_line_error(capsys, ["compare", "--seeds", seeds, "--out", str(tmp_path / "grid")], "seed")

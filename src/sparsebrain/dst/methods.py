@@ -59,7 +59,8 @@ class MethodConfig:
     layer: str = "masked"
     layer_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"decay": 2e-4}: SR-STE's lambda for "ste"
     # how a masked layer holds its links (sparsebrain.nn.storage): "masked" (a dense weight on a mask),
-    # "compressed" (only the links: memory and work that shrink with density; unstructured only) or "auto"
+    # "compressed" (only the links: memory and work that shrink with density; unstructured only),
+    # "semi_structured" (transposable 2:4 / 1:4 also held for the 2:4 sparse tensor cores) or "auto"
     storage: str = "masked"
     options: dict[str, Any] = field(default_factory=dict)  # rule options, e.g. {"mest_lambda": 0.01}
 

@@ -102,8 +102,10 @@ def sparsify_(
         skip_incompatible: leave layers whose shape cannot hold ``constraint`` dense instead of raising.
         generator: random generator for the topology and SWI.
         storage: ``"masked"`` (the masked dense weight of ``layer``), ``"compressed"`` (only the links:
-            :class:`~sparsebrain.nn.CompressedSparseLinear`, unstructured only) or ``"auto"`` (compressed below
-            the device's break-even density, :data:`~sparsebrain.nn.storage.BREAK_EVEN_DENSITY`).
+            :class:`~sparsebrain.nn.CompressedSparseLinear`, unstructured only), ``"semi_structured"``
+            (:class:`~sparsebrain.nn.SemiStructuredSparseLinear`, transposable 2:4 / 1:4 on the sparse tensor
+            cores) or ``"auto"`` (compressed below the device's break-even density,
+            :data:`~sparsebrain.nn.storage.BREAK_EVEN_DENSITY`).
         device: where the sparse layers live; needed for a model on the meta device; default: the layers' own.
 
     Returns:
