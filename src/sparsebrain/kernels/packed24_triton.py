@@ -20,8 +20,6 @@ Example (CUDA with Triton installed):
 
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -73,15 +71,7 @@ def _gather_kernel(
              mask=(c[:, None] < in_f) & (s[None, :] < out_f // 2))  # fmt: skip
 
 
-# Tiles of 4 BA rows x 4 BB columns, and warps. Measured on the H200 (5504 x 2048, separate row and column kernels):
-# the best tile depends on the shape by up to 1.4x, so the kernel is tuned per shape on its first call (the writes
-# are idempotent: a tuning run writes what the chosen one writes).
-_CONFIGS = [
-    triton.Config({"BA": a, "BB": b}, num_warps=w)
-    for a, b, w in [(8, 16, 4), (4, 32, 4), (8, 32, 8), (16, 16, 8), (4, 16, 4), (16, 8, 4), (8, 8, 4)]
-]
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # the CPU interpreter: no tuning, the first tile
-_kernel = _gather_kernel if _INTERPRET else triton.autotune(configs=_CONFIGS, key=["out_f", "in_f"])(_gather_kernel)
+_BLOCK_A, _BLOCK_B = 8, 16  # a tile of 32 rows x 64 columns
 
 
 def gather_(values: Tensor, values_t: Tensor, weight: Tensor, codes: Tensor, codes_t: Tensor) -> None:
@@ -89,9 +79,5 @@ def gather_(values: Tensor, values_t: Tensor, weight: Tensor, codes: Tensor, cod
     its column groups (``codes_t``, uint8 ``(out / 4, in)``) into ``values_t`` (``out * in / 2`` entries each,
     contiguous), each in the row-major order of ``W`` and of ``W^T``."""
     out_f, in_f = weight.shape
-
-    def grid(meta: dict[str, int]) -> tuple[int, int]:
-        return triton.cdiv(out_f, 4 * meta["BA"]), triton.cdiv(in_f, 4 * meta["BB"])
-
-    fixed = dict(_CONFIGS[0].kwargs) if _INTERPRET else {}
-    _kernel[grid](values, values_t, weight.contiguous(), codes, codes_t, out_f, in_f, **fixed)
+    grid = (triton.cdiv(out_f, 4 * _BLOCK_A), triton.cdiv(in_f, 4 * _BLOCK_B))
+    _gather_kernel[grid](values, values_t, weight.contiguous(), codes, codes_t, out_f, in_f, BA=_BLOCK_A, BB=_BLOCK_B)
