@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -26,3 +27,18 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int, *, warmu
         sync(device)
         times.append(time.perf_counter() - t0)
     return times
+
+
+def per_call(fn: Callable[[], object], device: torch.device, calls: int, repeats: int) -> float:
+    """Milliseconds per call: ``calls`` calls queued between two synchronisations (as a model runs them: the host
+    prepares a call while the device runs the previous one), the median over ``repeats`` rounds, after one call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) / calls * 1e3)
+    return statistics.median(times)

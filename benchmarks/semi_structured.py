@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from _report import write_report
-from _timing import sync
+from _timing import per_call
 
 import sparsebrain as sb
 from sparsebrain.export import SEMI_STRUCTURED, SemiStructuredLinear
@@ -68,20 +67,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _sparse_cores(device: torch.device) -> bool:
     """Whether the run is on a CUDA device with cuSPARSELt (elsewhere only dense is timed)."""
     return device.type == "cuda" and cusparselt.available()
-
-
-def per_call(fn: Callable[[], object], device: torch.device, calls: int, repeats: int) -> float:
-    """Milliseconds per call: ``calls`` calls between two synchronisations, the median over ``repeats`` rounds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) / calls * 1e3)
-    return statistics.median(times)
 
 
 def graphed(fn: Callable[[], object], calls: int) -> Callable[[], object] | None:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from _report import write_report
-from _timing import sync
+from _timing import per_call, sync
 
 import sparsebrain as sb
 from sparsebrain.kernels import cusparselt
@@ -60,20 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.shapes, args.tokens, args.calls, args.repeats, args.steps = "64->128,128->64", 256, 3, 3, 2
         args.batch, args.seq, args.model = 2, 32, "2,64,4,128,100"
     return args
-
-
-def per_call(fn: Callable[[], object], device: torch.device, calls: int, repeats: int) -> float:
-    """Milliseconds per call: ``calls`` calls between two synchronisations, the median over ``repeats`` rounds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) / calls * 1e3)
-    return statistics.median(times)
 
 
 def _autocast(device: torch.device) -> Any:
