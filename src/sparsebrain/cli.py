@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +229,7 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     from .dst.methods import METHODS
     from .experiments.config import ConfigError, config_to_dict, load_config
     from .experiments.io import RunError, atomic_write_text
+    from .experiments.progress import duration, time_left
     from .experiments.trainer import run_leaf
 
     try:
@@ -316,10 +317,16 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
         return run_dir, code, time.perf_counter() - t0
 
     failed = []
+    started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for run_dir, code, secs in pool.map(run_one, grid):
+        for k, future in enumerate(as_completed([pool.submit(run_one, job) for job in grid]), 1):
+            run_dir, code, secs = future.result()
             status = "done" if code == 0 else f"FAILED (exit {code}, see {run_dir / 'train.log'})"
-            print(f"  {run_dir.name:<28} {status} {secs:.1f} s", flush=True)
+            elapsed = time.perf_counter() - started
+            left = time_left(k, len(grid), elapsed) if k < len(grid) else None
+            eta = f", about {duration(left)} left" if left is not None else ""
+            print(f"  [{k}/{len(grid)}] {run_dir.name:<28} {status} {secs:.1f} s | elapsed {duration(elapsed)}{eta}",
+                  flush=True)  # fmt: skip
             if code:
                 failed.append(run_dir)
     code = _report([str(out)], out / "report", args.published, title=f"sparsebrain compare: {base.name}")

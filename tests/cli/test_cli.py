@@ -71,6 +71,9 @@ def test_compare_and_report(tmp_path: Path) -> None:
     runs = sorted(p.name for p in (tmp_path / "cmp").iterdir() if (p / "summary.json").exists())
     assert runs == ["mlp-dense_d1_s0", "mlp-dense_d1_s1", "mlp-set_d0.2_s0", "mlp-set_d0.2_s1"]  # dense: density 1
     assert "| dense" in out.stdout and "| set" in out.stdout
+    finished = [line for line in out.stdout.splitlines() if line.strip().startswith("[")]
+    assert [line.split("]")[0].strip() for line in finished] == ["[1/4", "[2/4", "[3/4", "[4/4"]  # as they finish
+    assert all("| elapsed " in line for line in finished) and "left" in finished[0] and "left" not in finished[-1]
     report = tmp_path / "cmp" / "report" / "report.md"
     assert report.exists() and "accuracy.png" in report.read_text()
     rep = sb("report", str(tmp_path / "cmp"), "--out", str(tmp_path / "rep"))

@@ -69,6 +69,9 @@ class ModelConfig:
     init_from: str | None = None
 
 
+OPTIMIZER_IMPLS = ("auto", "for", "foreach", "fused")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 30
@@ -89,6 +92,13 @@ class TrainConfig:
     eval_every: int = 1  # epochs between evaluations on the test set
     checkpoint_every: int = 1  # evaluations between checkpoints (one is also written at the end and on SIGINT/SIGTERM)
     threads: int | None = None  # torch CPU threads; None = torch's default
+    # how the optimizer runs: auto (fused kernels on CUDA, torch's default elsewhere), for, foreach or fused;
+    # rounding only, so a run may resume with another
+    optimizer_impl: str = "auto"
+    # torch.compile the model in place (its state dict keys stay); masks change in place at topology updates, so the
+    # compiled graphs stay valid; a storage that computes outside torch (semi_structured, compressed) breaks the graph
+    # around its layers. Rounding only, so a run may resume with the other setting
+    compile: bool = False
 
 
 @dataclass
@@ -130,6 +140,9 @@ class ExperimentConfig:
         need(t.restart_warmup >= 0, "train.restart_warmup", ">= 0", t.restart_warmup)
         need(t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "null or > 0", t.grad_clip)
         need(t.amp in ("none", "bf16", "auto"), "train.amp", "one of 'none', 'bf16', 'auto'", t.amp)
+        need(t.optimizer_impl in OPTIMIZER_IMPLS, "train.optimizer_impl",
+             f"one of {', '.join(map(repr, OPTIMIZER_IMPLS))}", t.optimizer_impl)  # fmt: skip
+        need(isinstance(t.compile, bool), "train.compile", "true or false", t.compile)
         need(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
         need(t.lr > 0, "train.lr", "> 0", t.lr)
         need(t.lr_end >= 0, "train.lr_end", ">= 0", t.lr_end)

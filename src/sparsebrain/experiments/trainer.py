@@ -27,6 +27,7 @@ from ..dst import DynamicSparsifier, ScheduleError
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, dump_config
 from .io import RunError, append_line, atomic_write_json, atomic_write_text, lock_run_dir, remove_temporaries
+from .progress import Progress
 from .provenance import git_state, source_hash
 from .report import at_final_density, regrowth_rule_of
 from .tasks.base import Task, autocast
@@ -150,36 +151,6 @@ class _SignalGuard:
             signal.signal(sig, handler)
 
 
-class _Log:
-    """Progress on a terminal (tqdm), plain lines elsewhere (CI, files)."""
-
-    def __init__(self, total: int, initial: int, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar = None
-        if not quiet and sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-            except ImportError:
-                self.bar = None
-
-    def step(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def eval(self, text: str, postfix: dict[str, str]) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix(postfix, refresh=False)
-            self.bar.write(text)
-        elif not self.quiet:
-            print(text, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _prepare_run_dir(run_dir: Path, resume: bool) -> bool:
     """Checks the run directory (locked by the caller); returns True if there is a checkpoint to resume from.
 
@@ -269,7 +240,7 @@ def _load_task(cfg: ExperimentConfig, device: torch.device, run_dir: Path, datas
 
 
 # Where a run executes, not what it computes: a resumed run may change these (e.g. `compare --jobs` sets threads).
-EXECUTION_ONLY = ("train.threads", "train.device", "out_dir")
+EXECUTION_ONLY = ("train.threads", "train.device", "out_dir", "train.optimizer_impl", "train.compile")
 
 
 def config_changes(saved: ExperimentConfig | Mapping[str, Any], current: ExperimentConfig) -> list[str]:
@@ -360,12 +331,7 @@ def _train(
     model, t, s = task.model, cfg.train, cfg.sparsity
     total_steps = task.total_steps
     reference = load_initial_weights(model, cfg.model.init_from) if cfg.model.init_from else None
-    if t.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(
-            model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
-        )
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = _optimizer(model, t, device)
     update_interval = s.update_interval or task.steps_per_epoch
     try:
         sparsifier = DynamicSparsifier(
@@ -387,6 +353,8 @@ def _train(
         ) from None
     except ValueError as e:  # a layer left empty by the density, an optimizer without the sparse weights, ...
         raise ConfigError(f"config key 'sparsity': {e}") from None
+    if t.compile:  # after the sparse layers replaced the dense ones; in place, so the state dict keys stay
+        model.compile()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, total_steps, sparsifier))
     eval_interval = t.eval_interval or task.steps_per_epoch * t.eval_every
     state = _State()
@@ -462,7 +430,7 @@ def _train(
         )
         return event
 
-    log = _Log(total_steps, state.step, quiet)
+    log = Progress(total_steps, state.step, quiet, task.per_step())
     start = time.perf_counter()
     model.train()
     evals_done = state.step // eval_interval
@@ -487,7 +455,7 @@ def _train(
                 loss_acc += loss.detach().float()
                 acc_steps += 1
                 state.step += 1
-                log.step()
+                log.step(lambda acc=loss_acc, n=acc_steps: float(acc) / max(n, 1))  # read only when a line is printed
                 if updated:
                     _append(metrics, _topology_event(sparsifier, state.step, task.steps_per_epoch))
                 boundary = state.step % eval_interval == 0 or state.step == total_steps
@@ -513,6 +481,23 @@ def _train(
     summary.update(_retrain_report(reference, task.metric, summary["metrics"][task.metric], task.higher_is_better))
     atomic_write_json(run_dir / SUMMARY, summary)
     return summary
+
+
+def _optimizer(model: torch.nn.Module, t: Any, device: torch.device) -> torch.optim.Optimizer:
+    """The config's optimizer (``train.optimizer``) run as ``train.optimizer_impl`` says: ``auto`` takes torch's
+    fused kernels on CUDA (one launch for all parameters) and torch's default elsewhere."""
+    impl = t.optimizer_impl
+    if impl == "auto":
+        impl = "fused" if device.type == "cuda" else "default"
+    options = {"for": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}.get(impl, {})
+    try:
+        if t.optimizer == "sgd":
+            return torch.optim.SGD(
+                model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, **options
+            )
+        return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, **options)
+    except (RuntimeError, ValueError) as e:  # e.g. fused kernels this torch lacks for this device
+        raise ConfigError(f"config key 'train.optimizer_impl' = {t.optimizer_impl!r}: {_one_line(e)}") from None
 
 
 def _check_finite(train_loss: float, step: int, run_dir: Path) -> None:

@@ -60,6 +60,12 @@ class Task(ABC):
         """Facts about the data recorded in the summary (sizes, tokenizer path...)."""
         return {}
 
+    def per_step(self) -> tuple[int, str] | None:
+        """What one training step processes, for the progress line's throughput: ``(count, unit)``, e.g.
+        ``(8192, "tokens")``; None where a step's size varies (the progress line then gives steps/s)."""
+        batch = getattr(self, "batch", None)
+        return (int(batch), "samples") if batch else None
+
 
 def derived_seed(seed: int, index: int) -> int:
     """The seed of the generator for ``index`` (an epoch, a step) of a run seeded ``seed``.

@@ -60,6 +60,9 @@ class LanguageModelTask(Task):
         loss = nll / n
         return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
 
+    def per_step(self) -> tuple[int, str]:
+        return self.batch * self.seq_len, "tokens"
+
     def describe(self) -> dict[str, Any]:
         return {
             "corpus": self.cfg.data.name,
