@@ -47,7 +47,7 @@ def test_an_unknown_optimizer_impl_is_refused_naming_the_key() -> None:
 
 def test_execution_settings_do_not_block_a_resume() -> None:
     a = _cfg()
-    b = _cfg(**{"train.optimizer_impl": "foreach", "train.compile": True})
+    b = _cfg(**{"train.optimizer_impl": "foreach", "train.compile": True, "train.grad_accum": 2})
     assert config_changes(a, b) == []
 
 
@@ -64,3 +64,31 @@ def test_a_compiled_run_follows_the_eager_one_through_topology_updates(tmp_path:
     assert list(states[0]) == list(states[1])  # compiled in place: the same keys, no wrapper prefix
     masks = [k for k in states[0] if k.endswith("mask")]
     assert masks and all(torch.equal(states[0][k], states[1][k]) for k in masks)  # the same rewiring
+
+
+@pytest.mark.parametrize("parts", [2, 4])
+def test_gradient_accumulation_takes_the_same_steps_on_the_same_batches(tmp_path: Path, parts: int) -> None:
+    """Slices of each step's batch, gradients summed: the trajectory of the whole batch, to float rounding, with
+    the same topology updates."""
+    runs = {}
+    for accum in (1, parts):
+        run = tmp_path / f"accum_{accum}"
+        train(_cfg(**{"train.grad_accum": accum}), run, quiet=True)
+        runs[accum] = (_losses(run), read_run_checkpoint(run / "checkpoint.pt")["model"])
+    (whole, whole_state), (sliced, sliced_state) = runs[1], runs[parts]
+    assert max(abs(a - b) for a, b in zip(whole, sliced)) < 1e-5
+    for key, value in whole_state.items():
+        if key.endswith("mask"):
+            assert torch.equal(value, sliced_state[key]), key
+        else:
+            torch.testing.assert_close(value, sliced_state[key], rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_accumulation_is_refused_where_it_cannot_slice_batches() -> None:
+    from sparsebrain.experiments.tasks.translation import TranslationTask
+
+    with pytest.raises(ConfigError, match=r"train.grad_accum.*a divisor of train.batch_size = 128"):
+        _cfg(**{"train.grad_accum": 3})
+    with pytest.raises(ConfigError, match="train.grad_accum.*an integer >= 1"):
+        _cfg(**{"train.grad_accum": 0})
+    assert not TranslationTask.splits_batches  # batches of a token budget: the trainer refuses grad_accum > 1

@@ -99,6 +99,10 @@ class TrainConfig:
     # compiled graphs stay valid; a storage that computes outside torch (semi_structured, compressed) breaks the graph
     # around its layers. Rounding only, so a run may resume with the other setting
     compile: bool = False
+    # micro-batches per optimizer step: each step's batch (train.batch_size) is cut into this many equal slices, run
+    # forward and backward one at a time, gradients summed; the same batches and the same step as without, at a
+    # fraction of the activation memory. Rounding only, so a run may resume with another
+    grad_accum: int = 1
 
 
 @dataclass
@@ -143,6 +147,9 @@ class ExperimentConfig:
         need(t.optimizer_impl in OPTIMIZER_IMPLS, "train.optimizer_impl",
              f"one of {', '.join(map(repr, OPTIMIZER_IMPLS))}", t.optimizer_impl)  # fmt: skip
         need(isinstance(t.compile, bool), "train.compile", "true or false", t.compile)
+        need(isinstance(t.grad_accum, int) and t.grad_accum >= 1, "train.grad_accum", "an integer >= 1", t.grad_accum)
+        need(t.batch_size % t.grad_accum == 0, "train.grad_accum",
+             f"a divisor of train.batch_size = {t.batch_size} (equal slices of each batch)", t.grad_accum)  # fmt: skip
         need(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
         need(t.lr > 0, "train.lr", "> 0", t.lr)
         need(t.lr_end >= 0, "train.lr_end", ">= 0", t.lr_end)

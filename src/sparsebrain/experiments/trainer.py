@@ -240,7 +240,9 @@ def _load_task(cfg: ExperimentConfig, device: torch.device, run_dir: Path, datas
 
 
 # Where a run executes, not what it computes: a resumed run may change these (e.g. `compare --jobs` sets threads).
-EXECUTION_ONLY = ("train.threads", "train.device", "out_dir", "train.optimizer_impl", "train.compile")
+EXECUTION_ONLY = (
+    "train.threads", "train.device", "out_dir", "train.optimizer_impl", "train.compile", "train.grad_accum"
+)  # fmt: skip
 
 
 def config_changes(saved: ExperimentConfig | Mapping[str, Any], current: ExperimentConfig) -> list[str]:
@@ -329,6 +331,11 @@ def _train(
     torch.manual_seed(cfg.seed)
     task = _load_task(cfg, device, run_dir, dataset)
     model, t, s = task.model, cfg.train, cfg.sparsity
+    if t.grad_accum > 1 and not task.splits_batches:
+        raise ConfigError(
+            f"config key 'train.grad_accum' must be 1 for the {type(task).__name__} (its batches hold a token budget, "
+            f"not a number of examples), got {t.grad_accum}"
+        )
     total_steps = task.total_steps
     reference = load_initial_weights(model, cfg.model.init_from) if cfg.model.init_from else None
     opt = _optimizer(model, t, device)
@@ -439,9 +446,7 @@ def _train(
             loss_acc = torch.zeros((), device=device)
             acc_steps = 0
             while state.step < total_steps:
-                with autocast(device, t.amp):
-                    loss = task.loss(state.step)
-                loss.backward()
+                loss = _accumulated_loss(task, state.step, t.grad_accum, device, t.amp)
                 if t.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
                 opt.step()
@@ -481,6 +486,23 @@ def _train(
     summary.update(_retrain_report(reference, task.metric, summary["metrics"][task.metric], task.higher_is_better))
     atomic_write_json(run_dir / SUMMARY, summary)
     return summary
+
+
+def _accumulated_loss(task: Task, step: int, parts: int, device: torch.device, amp: str) -> torch.Tensor:
+    """Forward and backward of step ``step``'s batch, in ``parts`` slices one after the other (their gradients add
+    up); the batch's loss, detached."""
+    if parts == 1:
+        with autocast(device, amp):
+            loss = task.loss(step)
+        loss.backward()
+        return loss.detach()
+    total = torch.zeros((), device=device)
+    for part in range(parts):
+        with autocast(device, amp):
+            loss = task.loss(step, part, parts) / parts
+        loss.backward()
+        total += loss.detach().float()
+    return total
 
 
 def _optimizer(model: torch.nn.Module, t: Any, device: torch.device) -> torch.optim.Optimizer:

@@ -37,9 +37,14 @@ class Task(ABC):
     selection_metric: str = "val_acc"
     higher_is_better: bool = True
 
+    # whether loss() takes (part, parts): gradient accumulation over equal slices of each step's batch
+    splits_batches: bool = False
+
     @abstractmethod
-    def loss(self, step: int) -> Tensor:
-        """The training loss of the batch of global step ``step`` (0-based), differentiable."""
+    def loss(self, step: int, part: int = 0, parts: int = 1) -> Tensor:
+        """The training loss of the batch of global step ``step`` (0-based), differentiable; with ``parts > 1``
+        (tasks whose ``splits_batches``), the loss of slice ``part`` of ``parts`` near-equal slices of that batch,
+        whose mean over the parts is the batch's loss (for a batch size that ``parts`` divides)."""
 
     @abstractmethod
     def evaluate(self) -> dict[str, float]:

@@ -129,9 +129,13 @@ class ShuffledMinibatches:
             self._order = (epoch, torch.randperm(len(self.x_train), generator=gen).to(self.x_train.device))
         return self._order[1]
 
-    def loss(self, step: int) -> Tensor:
+    splits_batches = True
+
+    def loss(self, step: int, part: int = 0, parts: int = 1) -> Tensor:
         epoch, b = divmod(step, self.steps_per_epoch)
         idx = self._permutation(epoch)[b * self.batch : (b + 1) * self.batch]
+        if parts > 1:
+            idx = idx.tensor_split(parts)[part]
         return F.cross_entropy(self.model(self.x_train[idx]), self.y_train[idx])
 
 

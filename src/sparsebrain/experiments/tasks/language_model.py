@@ -44,9 +44,13 @@ class LanguageModelTask(Task):
         self.steps_per_epoch = max(1, self.data.num_tokens("train") // (self.batch * self.seq_len))
         self.total_steps = cfg.train.steps or self.steps_per_epoch * cfg.train.epochs
 
-    def loss(self, step: int) -> Tensor:
+    splits_batches = True
+
+    def loss(self, step: int, part: int = 0, parts: int = 1) -> Tensor:
         gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, step))  # batches are a function of the step
         x, y = self.data.get_batch("train", self.batch, self.seq_len, generator=gen, device=self.device)  # (B, T)
+        if parts > 1:
+            x, y = x.tensor_split(parts)[part], y.tensor_split(parts)[part]
         logits = self.model(x)  # (B, T, V)
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
 

@@ -158,8 +158,12 @@ class SentenceEmbeddingTask(Task):
         mask = (torch.arange(T, device=self.device)[None, :] < lengths[:, None]).long()  # (B, T)
         return ids, mask, self.teacher_train[idx]
 
-    def loss(self, step: int) -> Tensor:
+    splits_batches = True
+
+    def loss(self, step: int, part: int = 0, parts: int = 1) -> Tensor:
         ids, mask, target = self.batch_at(step)
+        if parts > 1:
+            ids, mask, target = (t.tensor_split(parts)[part] for t in (ids, mask, target))
         student = self.model(ids, mask)  # (B, C)
         return (1.0 - F.cosine_similarity(student.float(), target, dim=1)).mean()
 

@@ -98,11 +98,11 @@ class SequenceClassificationTask(ShuffledMinibatches, Task):
     def is_rsgn(self) -> bool:
         return isinstance(self.model, RSGN)
 
-    def loss(self, step: int) -> Tensor:
-        if self.is_rsgn:  # the epoch's soft-threshold temperature (a function of the step: resume-safe)
+    def loss(self, step: int, part: int = 0, parts: int = 1) -> Tensor:
+        if self.is_rsgn and part == 0:  # the epoch's soft-threshold temperature (a function of the step: resume-safe)
             self.model.start_epoch(step // self.steps_per_epoch)  # type: ignore[operator]
         self._step = step
-        return super().loss(step)
+        return super().loss(step, part, parts)
 
     def after_step(self, loss: Tensor) -> None:
         """RSGN's slow learning after each optimizer step: ``hebbian_update(reward=-loss)`` (one sync per step);

@@ -60,7 +60,7 @@ class TranslationTask(Task):
             self._epoch = (epoch, batches)
         return self._epoch[1]
 
-    def loss(self, step: int) -> Tensor:
+    def loss(self, step: int, part: int = 0, parts: int = 1) -> Tensor:  # batches of a token budget: not split
         from ...models.seq2seq import label_smoothed_loss
 
         epoch, b = divmod(step, self.steps_per_epoch)
