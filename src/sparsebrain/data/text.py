@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from .._atomic import atomic_write
 from .._validation import check_positive_int
 from ..registry import Registry
 
@@ -64,20 +64,10 @@ TOKENIZERS_PIP = "pip install tokenizers"
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` (UTF-8) through a temporary file in the same folder and a rename: a reader, or a second
-    process writing the same cache, sees the old file or the new one, never half of one.
-
-    The data layer sits below ``experiments/`` (which has its own helper) and must not import from it.
-    """
+    """Writes ``text`` (UTF-8) atomically (a reader, or a second process writing the same cache, sees the old file or
+    the new one), creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # "x": a stale temporary of a crashed run with our pid is an error, not reused
-            f.write(text.encode("utf-8"))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _import_tokenizers():  # type: ignore[no-untyped-def]

@@ -10,12 +10,13 @@ import contextlib
 import errno
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .._atomic import atomic_write
 
 try:
     import fcntl
@@ -66,18 +67,8 @@ def _disk_full_is_run_error(path: Path) -> Iterator[None]:
 
 
 def _atomic(path: Path, write) -> None:  # type: ignore[no-untyped-def]
-    path = Path(path)
-    with _disk_full_is_run_error(path):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)  # atomic on POSIX: the old file or the new one, never a mix
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    with _disk_full_is_run_error(Path(path)):
+        atomic_write(path, write)
 
 
 def append_line(path: str | Path, line: str) -> None:

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_write
+
 __all__ = [
     "MetricSpec",
     "Row",
@@ -779,19 +781,8 @@ def _new_figure(nrows: int, ncols: int, panel: tuple[float, float]) -> tuple[Any
 
 
 def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    """Writes through a temporary file in the same folder, then renames: readers see the old file or the new one.
-
-    ``open(..., "xb")`` rather than ``tempfile.mkstemp``, so the file gets the umask's permissions (mkstemp's 0600
-    would hide a shared report from the rest of a group).
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Writes through a temporary file in the same folder, then renames: readers see the old file or the new one."""
+    atomic_write(path, write, fsync=False)  # a report can be written again
 
 
 def _legend(fig: Any) -> None:
