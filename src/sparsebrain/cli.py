@@ -36,7 +36,7 @@ def _fail(msg: str, code: int = 2) -> int:
 
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from .experiments.config import ConfigError, dump_config, load_config
-    from .experiments.trainer import default_run_dir
+    from .experiments.rundir import default_run_dir
 
     try:
         cfg = load_config(args.config, extra)
@@ -132,13 +132,13 @@ def _cmd_retrain(args: argparse.Namespace, extra: list[str]) -> int:
         parse_overrides,
         read_config_file,
     )
-    from .experiments.trainer import default_run_dir
+    from .experiments.rundir import CONFIG, default_run_dir
 
     source = Path(args.source)
     if not source.exists():
         return _fail(f"--from {args.source!r} does not exist: give the directory of a finished dense run (or its "
                      "checkpoint file with --config)")  # fmt: skip
-    config = args.config or (source / "config.yaml" if source.is_dir() else None)
+    config = args.config or (source / CONFIG if source.is_dir() else None)
     if config is None:
         return _fail(f"--from {args.source!r} is a checkpoint file: pass --config with the config it was trained with")
     try:
@@ -230,7 +230,7 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     from .experiments.config import ConfigError, config_to_dict, load_config
     from .experiments.io import RunError, atomic_write_text
     from .experiments.progress import duration, time_left
-    from .experiments.trainer import run_leaf
+    from .experiments.rundir import SUMMARY, TRAIN_LOG, run_leaf
 
     try:
         methods = _split_methods(args.methods)
@@ -304,7 +304,7 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
 
     def run_one(job: tuple[str, float, int]) -> tuple[Path, int, float]:
         run_dir, overrides = runs[job]
-        if (run_dir / "summary.json").exists():  # a finished run of the same config (checked above)
+        if (run_dir / SUMMARY).exists():  # a finished run of the same config (checked above)
             return run_dir, 0, 0.0
         run_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -312,7 +312,7 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
             "--resume", "--quiet", *overrides,
         ]  # fmt: skip
         t0 = time.perf_counter()
-        with open(run_dir / "train.log", "a") as log:
+        with open(run_dir / TRAIN_LOG, "a") as log:
             code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
         return run_dir, code, time.perf_counter() - t0
 
@@ -321,7 +321,7 @@ def _cmd_compare(args: argparse.Namespace, extra: list[str]) -> int:
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for k, future in enumerate(as_completed([pool.submit(run_one, job) for job in grid]), 1):
             run_dir, code, secs = future.result()
-            status = "done" if code == 0 else f"FAILED (exit {code}, see {run_dir / 'train.log'})"
+            status = "done" if code == 0 else f"FAILED (exit {code}, see {run_dir / TRAIN_LOG})"
             elapsed = time.perf_counter() - started
             left = time_left(k, len(grid), elapsed) if k < len(grid) else None
             eta = f", about {duration(left)} left" if left is not None else ""
@@ -342,7 +342,8 @@ def _not_reusable(run_dir: Path, cfg: Any) -> str | None:
     with ``cfg``, up to :data:`~sparsebrain.experiments.trainer.EXECUTION_ONLY` settings (threads, device).
     """
     from .experiments.config import ConfigError, load_config, read_config_file
-    from .experiments.trainer import CHECKPOINT, CONFIG, SUMMARY, RunError, config_changes, read_run_checkpoint
+    from .experiments.rundir import CHECKPOINT, CONFIG, SUMMARY
+    from .experiments.trainer import RunError, config_changes, read_run_checkpoint
 
     if (run_dir / SUMMARY).exists():
         try:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write
+from .rundir import METRICS, SUMMARY
 
 __all__ = [
     "MetricSpec",
@@ -54,8 +55,6 @@ __all__ = [
     "time_axis",
 ]
 
-SUMMARY = "summary.json"
-METRICS = "metrics.jsonl"
 REPORT = "report.md"
 DPI = 120
 MAX_LAYER_PANELS = 8  # beyond this many sparse layers, degree histograms are summed into one row of panels

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import re
 import signal
 import sys
 import threading
@@ -30,14 +29,10 @@ from .io import RunError, append_line, atomic_write_json, atomic_write_text, loc
 from .progress import Progress
 from .provenance import git_state, source_hash
 from .report import at_final_density, regrowth_rule_of
+from .rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, default_run_dir, run_leaf, run_name
 from .tasks.base import Task, autocast
 
 __all__ = ["DivergedError", "Interrupted", "RunError", "default_run_dir", "run_leaf", "run_name", "train"]
-
-CHECKPOINT = "checkpoint.pt"
-SUMMARY = "summary.json"
-METRICS = "metrics.jsonl"
-CONFIG = "config.yaml"
 
 
 class DivergedError(RunError):
@@ -50,37 +45,6 @@ class Interrupted(Exception):  # noqa: N818  (a signal, not an error)
     def __init__(self, signum: int, run_dir: Path) -> None:
         self.exit_code = 128 + signum
         super().__init__(f"interrupted by signal {signum}; checkpoint written, continue with --resume ({run_dir})")
-
-
-def default_run_dir(cfg: ExperimentConfig) -> Path:
-    """``OUT_DIR/NAME/`` :func:`run_leaf`, e.g. ``runs/default/mlp-chtss_d0.05_s0``."""
-    return Path(cfg.out_dir) / cfg.name / run_leaf(cfg)
-
-
-def run_leaf(cfg: ExperimentConfig) -> str:
-    """The name of a run's directory: ``MODEL-METHOD_dDENSITY_sSEED``, METHOD being the label or else the method.
-
-    ``train``'s default run directory and each run of ``compare`` are named by it, so that runs that differ in
-    model, method, density or seed never share a directory. A method that sparsifies nothing (``dense``) is named at
-    density 1, what it trains at and what its summary records, whatever ``sparsity.density`` says.
-
-    Example:
-        >>> from sparsebrain.experiments.config import load_config
-        >>> run_leaf(load_config(None, {"model.name": "mlp", "sparsity.method": "set", "sparsity.density": 0.1}))
-        'mlp-set_d0.1_s0'
-        >>> run_leaf(load_config(None, {"model.name": "mlp", "sparsity.method": "dense", "sparsity.density": 0.1}))
-        'mlp-dense_d1_s0'
-    """
-    from ..dst.methods import resolve_method
-
-    s = cfg.sparsity
-    density = s.density if resolve_method(s.method, **s.options).sparse else 1.0
-    return f"{run_name(cfg.model.name)}-{run_name(s.label or s.method)}_d{density:g}_s{cfg.seed}"
-
-
-def run_name(label: str) -> str:
-    """A file-name-safe form of a method label: ``chts[regrowth=ch3_l3p]`` -> ``chts-regrowth-ch3_l3p``."""
-    return re.sub(r"[^A-Za-z0-9_.]+", "-", label).strip("-")
 
 
 def _device(name: str) -> torch.device:

@@ -87,7 +87,9 @@ def derived_seed(seed: int, index: int) -> int:
 
 def tokenizer_path(cfg: Any, run_dir: Path) -> Path:
     """The tokenizer file of a text task: ``data.tokenizer`` if given (shared across a sweep), else in the run dir."""
-    return Path(cfg.data.tokenizer) if cfg.data.tokenizer else run_dir / "tokenizer.json"
+    from ..rundir import TOKENIZER
+
+    return Path(cfg.data.tokenizer) if cfg.data.tokenizer else run_dir / TOKENIZER
 
 
 def autocast(device: torch.device, amp: str) -> torch.autocast:
