@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
+from helpers import tiny_batch, tiny_mlp
 
-from sparsebrain.dst.schedules import cosine, cubic, linear, sigmoid
+import sparsebrain as sb
+from sparsebrain.dst.schedules import cosine, cubic, linear, sigmoid, warm_restart
 
 
 def _chtss_paper(i: int, n: int, s0: float, s1: float) -> float:
@@ -33,3 +36,28 @@ def test_cubic_cosine_linear() -> None:
     assert cosine(0.0, 0.3, 0.0) == pytest.approx(0.3) and cosine(1.0, 0.3, 0.0) == pytest.approx(0.0)
     assert cosine(0.5, 0.3, 0.0) == pytest.approx(0.15)
     assert linear(0.25, 1.0, 3.0) == pytest.approx(1.5)
+
+
+def test_the_warm_restart_ramps_the_rate_after_each_topology_update_of_the_sparsifier() -> None:
+    """In a plain loop with LambdaLR: after each update the rate restarts at 1/steps of the base and climbs back,
+    and no restart follows the last update's schedule (end_fraction)."""
+    model = tiny_mlp(0)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sp = sb.DynamicSparsifier(model, opt, method="set", density=0.3, total_steps=40, update_interval=10, seed=0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warm_restart(sp, 4, lambda k: 0.5))
+    rates, updates = [], []
+    for step in range(40):
+        rates.append(opt.param_groups[0]["lr"])
+        x, y = tiny_batch(step)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if sp.step():
+            updates.append(step + 1)
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    assert updates == [10, 20, 30]  # end_fraction 0.75: none at step 40
+    for u in updates:  # the rate of optimizer steps u + 1 .. u + 4 (rates[k] is that of step k + 1)
+        assert rates[u : u + 5] == pytest.approx([0.5 * 1 / 4, 0.5 * 2 / 4, 0.5 * 3 / 4, 0.5, 0.5])
+    assert rates[:10] == pytest.approx([0.5] * 10)
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        warm_restart(sp, -1)

@@ -1,16 +1,18 @@
 """Schedules as pure functions of training progress ``p`` in [0, 1]: ``fn(p, start, end) -> value``.
 
 ``p`` is the fraction of the topology-update phase done (update index / number of updates, or step / T_end).
+:func:`warm_restart` is the learning-rate multiplier that restarts the rate after each topology update.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 from ..registry import Registry
 
-__all__ = ["DENSITY_SCHEDULES", "TEMPERATURE_SCHEDULES", "ZETA_SCHEDULES", "Schedule"]
+__all__ = ["DENSITY_SCHEDULES", "TEMPERATURE_SCHEDULES", "ZETA_SCHEDULES", "Schedule", "warm_restart"]
 
 Schedule = Callable[[float, float, float], float]
 
@@ -69,3 +71,35 @@ ZETA_SCHEDULES.register("constant", lambda p, start, end: start)
 ZETA_SCHEDULES.register("cosine", cosine)
 TEMPERATURE_SCHEDULES.register("constant", lambda p, start, end: start)
 TEMPERATURE_SCHEDULES.register("linear", linear)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the learning rate around topology updates
+
+
+def warm_restart(sparsifier: Any, steps: int, base: Callable[[int], float] | None = None) -> Callable[[int], float]:
+    """A learning-rate multiplier for ``torch.optim.lr_scheduler.LambdaLR``: ``base(k)`` (default 1) times a warm
+    restart that ramps the rate from ``1 / steps`` back to 1 over the ``steps`` optimizer steps that follow each
+    topology update of ``sparsifier`` (what the CHT papers' Transformer and LLaMA code does after each rewiring:
+    new links start at 0 and the optimizer's moments were reset there).
+
+    ``k`` is the scheduler's count of steps taken (the multiplier of optimizer step ``k + 1``); the updates are the
+    sparsifier's own schedule (:meth:`~sparsebrain.dst.DynamicSparsifier.is_update_step`), so any training loop that
+    calls ``sparsifier.step()`` and ``scheduler.step()`` once per optimizer step gets the restarts.
+
+    Example:
+        >>> # sched = torch.optim.lr_scheduler.LambdaLR(opt, warm_restart(sparsifier, 10, cosine_decay))
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    interval = sparsifier.config.update_interval
+
+    def factor(k: int) -> float:
+        f = 1.0 if base is None else base(k)
+        if steps:
+            last = (k // interval) * interval  # the latest topology update at or before step k
+            if last >= 1 and sparsifier.is_update_step(last) and k - last < steps:
+                f *= (k - last + 1) / steps
+        return f
+
+    return factor

@@ -23,6 +23,7 @@ import torch
 from .. import __version__
 from ..data import ArrayDataset
 from ..dst import DynamicSparsifier, ScheduleError
+from ..dst.schedules import warm_restart
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ConfigError, ExperimentConfig, config_from_dict, config_to_dict, dump_config
 from .io import RunError, append_line, atomic_write_json, atomic_write_text, lock_run_dir, remove_temporaries
@@ -173,22 +174,15 @@ def lr_factor(cfg: ExperimentConfig, total: int, sparsifier: DynamicSparsifier):
     """
     t = cfg.train
     end = t.lr_end / t.lr
-    interval = sparsifier.config.update_interval
 
-    def factor(k: int) -> float:
+    def decay(k: int) -> float:
         f = min(1.0, (k + 1) / t.warmup_steps) if t.warmup_steps else 1.0
         p = min(max(k - t.warmup_steps, 0) / max(total - t.warmup_steps, 1), 1.0)
         if t.lr_schedule == "cosine":
-            f *= end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * p))
-        else:
-            f *= 1.0 + (end - 1.0) * p
-        if t.restart_warmup:
-            last = (k // interval) * interval  # the latest topology update at or before step k
-            if last >= 1 and sparsifier.is_update_step(last) and k - last < t.restart_warmup:
-                f *= (k - last + 1) / t.restart_warmup
-        return f
+            return f * (end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * p)))
+        return f * (1.0 + (end - 1.0) * p)
 
-    return factor
+    return warm_restart(sparsifier, t.restart_warmup, decay)
 
 
 def _load_task(cfg: ExperimentConfig, device: torch.device, run_dir: Path, dataset: ArrayDataset | None) -> Task:
