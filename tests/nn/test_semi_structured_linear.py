@@ -284,3 +284,18 @@ def test_chts24_training_on_the_sparse_cores_follows_the_masked_run() -> None:
     m, s = torch.tensor(losses["masked"]), torch.tensor(losses["semi_structured"])
     assert float(m[-5:].mean()) < float(m[:5].mean())  # it learns
     assert float((m - s).abs().max()) < 0.05 * float(m[0])
+
+
+def test_inside_a_compiled_model_it_runs_eagerly_and_computes_the_same() -> None:
+    torch.manual_seed(0)
+    mask = random_transposable_mask((16, 24), 2, 4, generator=torch.Generator().manual_seed(0))
+    eager = torch.nn.Sequential(torch.nn.Linear(8, 24), sb.SemiStructuredSparseLinear(24, 16, mask=mask))
+    compiled = copy.deepcopy(eager)
+    compiled.compile()
+    x = torch.randn(5, 8)
+    y_e, y_c = eager(x), compiled(x)
+    torch.testing.assert_close(y_c, y_e)
+    y_e.sum().backward()
+    y_c.sum().backward()
+    torch.testing.assert_close(compiled[1].weight.grad, eager[1].weight.grad)
+    assert torch.count_nonzero(compiled[1].weight.grad[~mask]) == 0

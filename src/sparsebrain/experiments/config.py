@@ -96,8 +96,8 @@ class TrainConfig:
     # rounding only, so a run may resume with another
     optimizer_impl: str = "auto"
     # torch.compile the model in place (its state dict keys stay); masks change in place at topology updates, so the
-    # compiled graphs stay valid; a storage that computes outside torch (semi_structured, compressed) breaks the graph
-    # around its layers. Rounding only, so a run may resume with the other setting
+    # compiled graphs stay valid; semi_structured layers run eagerly between compiled parts. Rounding only, so a run
+    # may resume with the other setting
     compile: bool = False
     # micro-batches per optimizer step: each step's batch (train.batch_size) is cut into this many equal slices, run
     # forward and backward one at a time, gradients summed; the same batches and the same step as without, at a

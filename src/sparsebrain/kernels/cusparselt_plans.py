@@ -145,7 +145,10 @@ def available() -> bool:
 
 class Plan:
     """A kept cuSPARSELt plan of ``Y = X W^T``: ``W`` ``(out, in)`` compressed, ``X`` ``(tokens, in)`` row-major,
-    ``Y`` ``(tokens, out)`` row-major, in ``dtype``, with algorithm ``alg_id``, on CUDA device ``device``."""
+    ``Y`` ``(tokens, out)`` row-major, in ``dtype``, with algorithm ``alg_id``, on CUDA device ``device``.
+
+    A plan holds one workspace: calls of one plan run in the order of their stream, so products of one shape must
+    not run on two streams at once (one stream per device, as in training, is fine)."""
 
     def __init__(self, out_f: int, in_f: int, tokens: int, dtype: torch.dtype, alg_id: int, device: int) -> None:
         lib = _library()

@@ -46,8 +46,9 @@ class SemiStructuredSparseLinear(SparseLinear):
     weights may stay float32 masters) or for inputs and weights of one of those dtypes, on a CUDA device with
     cuSPARSELt (:func:`~sparsebrain.kernels.cusparselt.available`), with both sides multiples of 16. Elsewhere (the
     CPU, float32, a gradient-capturing update step of a gradient-based rule, a weight a wrapper such as FSDP2
-    replaced) it computes exactly as the masked layer; :attr:`path` says which ran last, and why. Registered as the
-    ``"semi_structured"`` storage (``storage="semi_structured"`` with the ``chts24`` / ``chts14`` methods).
+    replaced) it computes exactly as the masked layer; :attr:`path` says which ran last, and why. Inside a
+    ``torch.compile``-d model it runs eagerly (the graph breaks around it). Registered as the ``"semi_structured"``
+    storage (``storage="semi_structured"`` with the ``chts24`` / ``chts14`` methods).
 
     Example:
         >>> from sparsebrain.topology import random_transposable_mask
@@ -162,6 +163,7 @@ class SemiStructuredSparseLinear(SparseLinear):
             self._fresh = now
         return packed
 
+    @torch.compiler.disable  # Python-side state (versions, compressed copies): run eagerly inside a compiled model
     def forward(self, x: Tensor) -> Tensor:
         dtype = self._sparse_dtype(x)
         if isinstance(dtype, str):
