@@ -4,6 +4,7 @@ from ..registry import Registry
 from .llama import LLAMA_SIZES, LlamaConfig, LlamaLM, llama_config
 from .minilm import BertConfig, BertEncoder, SentenceEncoder, load_minilm
 from .mlp import MLP
+from .protocol import SparseModel
 from .rsgn import RSGN
 from .seq2seq import Seq2SeqConfig, Seq2SeqTransformer, label_smoothed_loss
 from .sequence_baselines import BiLSTM, SequenceMLP, SequenceTransformer, SparseTransformer
@@ -21,6 +22,7 @@ __all__ = [
     "SentenceEncoder",
     "Seq2SeqConfig",
     "Seq2SeqTransformer",
+    "SparseModel",
     "ViT",
     "label_smoothed_loss",
     "llama_config",
