@@ -288,23 +288,40 @@ def _train(
 
     torch.manual_seed(cfg.seed)
     task = _load_task(cfg, device, run_dir, dataset)
-    model, t, s = task.model, cfg.train, cfg.sparsity
+    t = cfg.train
     if t.grad_accum > 1 and not task.splits_batches:
         raise ConfigError(
             f"config key 'train.grad_accum' must be 1 for the {type(task).__name__} (its batches hold a token budget, "
             f"not a number of examples), got {t.grad_accum}"
         )
-    total_steps = task.total_steps
-    reference = load_initial_weights(model, cfg.model.init_from) if cfg.model.init_from else None
-    opt = _optimizer(model, t, device)
+    reference = load_initial_weights(task.model, cfg.model.init_from) if cfg.model.init_from else None
+    opt = _optimizer(task.model, t, device)
+    sparsifier = _sparsifier(cfg, task, opt)
+    if t.compile:  # after the sparse layers replaced the dense ones; in place, so the state dict keys stay
+        task.model.compile()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, task.total_steps, sparsifier))
+    run = _Run(cfg, run_dir, device, task, opt, sched, sparsifier)
+    if ckpt is not None:
+        run.restore(ckpt)
+    elif run.metrics.exists():
+        run.metrics.unlink()
+    run.log = Progress(task.total_steps, run.state.step, quiet, task.per_step())
+    run.start = time.perf_counter()
+    _loop(run)
+    return run.finish(command, reference)
+
+
+def _sparsifier(cfg: ExperimentConfig, task: Task, opt: torch.optim.Optimizer) -> DynamicSparsifier:
+    """The config's method on the task's model, with config errors named by their keys."""
+    s = cfg.sparsity
     update_interval = s.update_interval or task.steps_per_epoch
     try:
-        sparsifier = DynamicSparsifier(
-            model,
+        return DynamicSparsifier(
+            task.model,
             opt,
             method=s.method,
             density=s.density,
-            total_steps=total_steps,
+            total_steps=task.total_steps,
             seed=cfg.seed,
             update_interval=update_interval,
             **s.options,
@@ -318,58 +335,83 @@ def _train(
         ) from None
     except ValueError as e:  # a layer left empty by the density, an optimizer without the sparse weights, ...
         raise ConfigError(f"config key 'sparsity': {e}") from None
-    if t.compile:  # after the sparse layers replaced the dense ones; in place, so the state dict keys stay
-        model.compile()
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, total_steps, sparsifier))
-    eval_interval = t.eval_interval or task.steps_per_epoch * t.eval_every
-    state = _State()
-    metrics = run_dir / METRICS
-    if ckpt is not None:
+
+
+class _Run:
+    """One run's parts and its progress: what checkpoints, evaluations and the summary read and write."""
+
+    log: Progress  # set once the starting step is known (after a resume)
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: Path,
+        device: torch.device,
+        task: Task,
+        opt: torch.optim.Optimizer,
+        sched: Any,
+        sparsifier: DynamicSparsifier,
+    ) -> None:
+        self.cfg, self.run_dir, self.device, self.task = cfg, run_dir, device, task
+        self.model, self.opt, self.sched, self.sparsifier = task.model, opt, sched, sparsifier
+        self.state = _State()
+        self.metrics = run_dir / METRICS
+        self.start = time.perf_counter()  # of this process's part of the run (set again when training starts)
+
+    def wall(self) -> float:
+        """Seconds of training so far, over every process that ran it."""
+        return self.state.wall + time.perf_counter() - self.start
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Continues from ``ckpt``: model, optimizer, scheduler, sparsifier, counters and random state."""
         try:
-            model.load_state_dict(ckpt["model"])  # a sparse layer refuses a mask of the wrong shape
-            opt.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            sparsifier.load_state_dict(ckpt["sparsifier"])
-            state = _State(**ckpt["state"])
+            self.model.load_state_dict(ckpt["model"])  # a sparse layer refuses a mask of the wrong shape
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.sched.load_state_dict(ckpt["scheduler"])
+            self.sparsifier.load_state_dict(ckpt["sparsifier"])
+            self.state = _State(**ckpt["state"])
             torch.set_rng_state(ckpt["rng"]["cpu"].cpu())  # map_location moved it to the device
-            if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
+            if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
         except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
             # same config, so the same model: the file was altered, or written by code of another layout
             raise RunError(
-                f"checkpoint {str(run_dir / CHECKPOINT)!r} does not fit the model and optimizer of its config "
+                f"checkpoint {str(self.run_dir / CHECKPOINT)!r} does not fit the model and optimizer of its config "
                 f"({_one_line(e)}); {_START_OVER}"
             ) from None
-        _truncate_metrics(metrics, state.step)
-        _append(metrics, {"event": "resume", "step": state.step, "epoch": state.step / task.steps_per_epoch})
-    elif metrics.exists():
-        metrics.unlink()
+        _truncate_metrics(self.metrics, self.state.step)
+        _append(
+            self.metrics,
+            {"event": "resume", "step": self.state.step, "epoch": self.state.step / self.task.steps_per_epoch},
+        )
 
-    def checkpoint() -> None:
+    def checkpoint(self) -> None:
+        device = self.device
         rng = {
             "cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         }
         save_checkpoint(
-            run_dir / CHECKPOINT,
+            self.run_dir / CHECKPOINT,
             {
-                "config": config_to_dict(cfg),
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "sparsifier": sparsifier.state_dict(),
-                "state": {**state.__dict__, "wall": state.wall + (time.perf_counter() - start)},
+                "config": config_to_dict(self.cfg),
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "sparsifier": self.sparsifier.state_dict(),
+                "state": {**self.state.__dict__, "wall": self.wall()},
                 "rng": rng,
             },
         )
 
-    def evaluate() -> dict[str, Any]:
-        model.eval()
-        with torch.no_grad(), autocast(device, t.amp):
+    def evaluate(self) -> dict[str, Any]:
+        task, state = self.task, self.state
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.cfg.train.amp):
             values = task.evaluate()
-        model.train()
-        st = sparsifier.stats()
-        wall = state.wall + time.perf_counter() - start
+        self.model.train()
+        st = self.sparsifier.stats()
+        wall = self.wall()
         train_loss = state.loss_sum / max(state.loss_count, 1)
         event = {
             "event": "eval",
@@ -379,25 +421,41 @@ def _train(
             **values,
             "density": st["density"],
             "anp": st["anp"],
-            "lr": opt.param_groups[0]["lr"],
+            "lr": self.opt.param_groups[0]["lr"],
             "wall_time_s": wall,
         }
-        _append(metrics, event)
+        _append(self.metrics, event)
         state.loss_sum, state.loss_count = 0.0, 0
         # the selection metric (validation) beside the headline, so the progress line shows what picks the best
         shown = {k: f"{100 * values[k]:.2f}%" if k.endswith("acc") else f"{values[k]:.4g}"
                  for k in dict.fromkeys((task.selection_metric, task.metric))}  # fmt: skip
-        log.eval(
-            f"step {state.step}/{total_steps} (epoch {event['epoch']:.2f}) loss {train_loss:.4f} "
+        self.log.eval(
+            f"step {state.step}/{task.total_steps} (epoch {event['epoch']:.2f}) loss {train_loss:.4f} "
             + "".join(f"{k} {v} " for k, v in shown.items())
             + f"density {st['density']:.4f} anp {st['anp']:.3f} ({wall:.1f} s)",
             {"loss": f"{train_loss:.3f}", **shown, "density": f"{st['density']:.3f}"},
         )
         return event
 
-    log = Progress(total_steps, state.step, quiet, task.per_step())
-    start = time.perf_counter()
-    model.train()
+    def finish(self, command: str | None, reference: dict[str, Any] | None) -> dict[str, Any]:
+        """The summary (written to the run directory) of the finished run."""
+        task = self.task
+        final = task.final_metrics()
+        summary = _summary(
+            self.cfg, self.run_dir, task, self.sparsifier, self.metrics, self.device, self.wall(), task.total_steps,
+            command, final,
+        )  # fmt: skip
+        summary.update(_retrain_report(reference, task.metric, summary["metrics"][task.metric], task.higher_is_better))
+        atomic_write_json(self.run_dir / SUMMARY, summary)
+        return summary
+
+
+def _loop(run: _Run) -> None:
+    """Trains from ``run.state.step`` to the task's last step: evaluations, checkpoints, clean interruption."""
+    task, state, t, log = run.task, run.state, run.cfg.train, run.log
+    total_steps, device = task.total_steps, run.device
+    eval_interval = t.eval_interval or task.steps_per_epoch * t.eval_every
+    run.model.train()
     evals_done = state.step // eval_interval
     with _SignalGuard() as guard:
         try:
@@ -406,21 +464,21 @@ def _train(
             while state.step < total_steps:
                 loss = _accumulated_loss(task, state.step, t.grad_accum, device, t.amp)
                 if t.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                opt.step()
+                    torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
+                run.opt.step()
                 task.after_step(loss.detach())
                 try:
-                    updated = sparsifier.step()
+                    updated = run.sparsifier.step()
                 except FloatingPointError as e:  # non-finite weights met a topology update before an evaluation
-                    raise _diverged(str(e), run_dir) from None
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+                    raise _diverged(str(e), run.run_dir) from None
+                run.sched.step()
+                run.opt.zero_grad(set_to_none=True)
                 loss_acc += loss.detach().float()
                 acc_steps += 1
                 state.step += 1
                 log.step(lambda acc=loss_acc, n=acc_steps: float(acc) / max(n, 1))  # read only when a line is printed
                 if updated:
-                    _append(metrics, _topology_event(sparsifier, state.step, task.steps_per_epoch))
+                    _append(run.metrics, _topology_event(run.sparsifier, state.step, task.steps_per_epoch))
                 boundary = state.step % eval_interval == 0 or state.step == total_steps
                 if boundary or guard.signum is not None:
                     state.loss_sum += float(loss_acc)  # one device sync per evaluation, not per step
@@ -428,22 +486,15 @@ def _train(
                     loss_acc.zero_()
                     acc_steps = 0
                 if boundary:
-                    _check_finite(evaluate()["train_loss"], state.step, run_dir)
+                    _check_finite(run.evaluate()["train_loss"], state.step, run.run_dir)
                     evals_done += 1
                     if evals_done % t.checkpoint_every == 0 or state.step == total_steps:
-                        checkpoint()
+                        run.checkpoint()
                 if guard.signum is not None:
-                    checkpoint()
-                    raise Interrupted(guard.signum, run_dir)
+                    run.checkpoint()
+                    raise Interrupted(guard.signum, run.run_dir)
         finally:
             log.close()
-
-    wall = state.wall + time.perf_counter() - start
-    final = task.final_metrics()
-    summary = _summary(cfg, run_dir, task, sparsifier, metrics, device, wall, total_steps, command, final)
-    summary.update(_retrain_report(reference, task.metric, summary["metrics"][task.metric], task.higher_is_better))
-    atomic_write_json(run_dir / SUMMARY, summary)
-    return summary
 
 
 def _accumulated_loss(task: Task, step: int, parts: int, device: torch.device, amp: str) -> torch.Tensor:
