@@ -16,7 +16,6 @@ from sparsebrain.data.translation import (
     TEST_BOOKS,
     VALID_BOOKS,
     TranslationData,
-    bleu,
     build_translation_data,
     clean_verse,
     load_bible_pairs,
@@ -25,6 +24,7 @@ from sparsebrain.data.translation import (
     split_by_book,
     verse_book,
 )
+from sparsebrain.metrics import bleu
 
 # Captured from `diatheke -b engKJV2006eb -f plain -k <key>` (keys "Genesis 1:6", "Genesis 3:1", "Exodus 6:3",
 # "Numbers 12:16-13:1", "Psalms 2:12-3:2"), joined: a psalm title is repeated before each verse, whose line is then

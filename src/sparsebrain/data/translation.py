@@ -43,7 +43,6 @@ __all__ = [
     "VALID_BOOKS",
     "TranslationBatch",
     "TranslationData",
-    "bleu",
     "build_translation_data",
     "clean_verse",
     "load_bible_pairs",
@@ -239,31 +238,6 @@ def split_by_book(pairs: Sequence[tuple[str, str, str]]) -> dict[str, list[tuple
     return splits
 
 
-# --- BLEU -------------------------------------------------------------------------------------------------------------
-
-
-def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus BLEU (0-100) of detokenized hypotheses against one reference each, with sacreBLEU's defaults.
-
-    Raises:
-        ImportError: ``sacrebleu`` is missing (``pip install sacrebleu``).
-        ValueError: the two lists differ in length or are empty.
-
-    Example:
-        >>> round(bleu(["Y lloró Jesús."], ["Y lloró Jesús."]), 6)  # sacreBLEU's float can be 100.00000000000004
-        100.0
-    """
-    try:
-        import sacrebleu  # lazy: only translation experiments need it
-    except ImportError as e:
-        raise ImportError("bleu() needs sacrebleu: `pip install sacrebleu`") from e
-    if len(hypotheses) != len(references):
-        raise ValueError(f"bleu: {len(hypotheses)} hypotheses but {len(references)} references")
-    if not hypotheses:
-        raise ValueError("bleu: no sentences")
-    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
-
-
 # --- tokenized data and batches ---------------------------------------------------------------------------------------
 
 
@@ -332,7 +306,7 @@ class TranslationData:
         >>> for batch in data.batches("valid", batch_size=64):  # doctest: +SKIP
         ...     hyps += [data.decode(ids) for ids in model.generate(batch.src)]
         ...     refs += batch.tgt_text
-        >>> bleu(hyps, refs)  # doctest: +SKIP
+        >>> sparsebrain.metrics.bleu(hyps, refs)  # doctest: +SKIP
     """
 
     def __init__(self, tokenizer: Tokenizer, splits: dict[str, _Split], max_len: int) -> None:

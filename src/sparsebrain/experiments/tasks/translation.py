@@ -70,7 +70,7 @@ class TranslationTask(Task):
         return label_smoothed_loss(logits.float(), tgt[:, 1:], self.data.pad_id, smoothing=0.1)
 
     def _bleu(self, split: str, beam: int) -> float:
-        from ...data.translation import bleu
+        from ...metrics import bleu
 
         hyps: list[str] = []
         refs: list[str] = []
