@@ -25,9 +25,9 @@ import argparse
 import copy
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+import _llama24
 import torch
 import torch.nn.functional as F
 from _report import write_report
@@ -45,22 +45,10 @@ _SHAPES = "4096->11008,11008->4096,768->768,768->2048,2048->768,2048->2048,2048-
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--shapes", default=_SHAPES, help="comma-separated in->out")
-    p.add_argument("--tokens", type=int, default=16384)
-    p.add_argument("--calls", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=2048)
-    p.add_argument("--model", default="8,2048,16,5504,32000", help="layers,dim,heads,intermediate,vocab; '' skips")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tiny", action="store_true", help="small shapes and model, few calls")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/semi_structured.json"))
+    p = _llama24.parser(__doc__, _SHAPES, "8,2048,16,5504,32000", "benchmarks/results/semi_structured.json")
     args = p.parse_args(argv)
     if args.tiny:
-        args.shapes, args.tokens, args.calls, args.repeats = "64->128,128->64", 256, 3, 3
-        args.batch, args.seq, args.model = 2, 32, "2,64,4,128,100"
+        _llama24.make_tiny(args)
     return args
 
 
@@ -135,11 +123,9 @@ def layer_row(n_in: int, n_out: int, args: argparse.Namespace, device: torch.dev
 
 
 def model_row(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    layers, dim, heads, intermediate, vocab = (int(v) for v in args.model.split(","))
+    config, described = _llama24.llama(args)
+    vocab = config.vocab_size
     torch.manual_seed(args.seed)
-    config = sb.models.LlamaConfig(
-        vocab_size=vocab, dim=dim, n_layers=layers, n_heads=heads, intermediate=intermediate, max_seq_len=args.seq
-    )
     with torch.device(device):
         model = sb.models.LlamaLM(config)
     # the chts24 preset's start: every q/k/v/o/gate/up/down transposable 2:4
@@ -151,7 +137,7 @@ def model_row(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         report = sb.to_semi_structured(exported, strict=True, tokens=args.batch * args.seq)
     ids = torch.randint(0, vocab, (args.batch, args.seq), device=device)
     row: dict[str, Any] = {
-        "config": {"n_layers": layers, "dim": dim, "n_heads": heads, "intermediate": intermediate, "vocab": vocab},
+        "config": described,
         "batch": args.batch,
         "seq": args.seq,
         "sparse_layers": len(report),
@@ -173,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
     start = time.perf_counter()
-    shapes = [tuple(int(v) for v in s.split("->")) for s in args.shapes.split(",") if s]
+    shapes = _llama24.shapes(args)
     rows = [layer_row(n_in, n_out, args, device) for n_in, n_out in shapes]
     model = model_row(args, device) if args.model else None
     targets = []

@@ -25,15 +25,16 @@ import gc
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+import _llama24
 import torch
 import torch.nn.functional as F
 from _report import write_report
 from _timing import per_call, sync
 
 import sparsebrain as sb
+from sparsebrain.experiments.tasks.base import autocast
 from sparsebrain.kernels import cusparselt
 from sparsebrain.kernels.packed24 import Packed24
 from sparsebrain.topology import random_transposable_mask
@@ -42,28 +43,13 @@ _SHAPES = "4096->11008,11008->4096,2048->2048,2048->5504,5504->2048"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--shapes", default=_SHAPES, help="comma-separated in->out")
-    p.add_argument("--tokens", type=int, default=16384)
-    p.add_argument("--calls", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=2048)
+    p = _llama24.parser(__doc__, _SHAPES, "24,2048,16,5504,32000", "benchmarks/results/semi_structured_training.json")
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--model", default="24,2048,16,5504,32000", help="layers,dim,heads,intermediate,vocab; '' skips")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tiny", action="store_true", help="small shapes and model, few calls")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/semi_structured_training.json"))
     args = p.parse_args(argv)
     if args.tiny:
-        args.shapes, args.tokens, args.calls, args.repeats, args.steps = "64->128,128->64", 256, 3, 3, 2
-        args.batch, args.seq, args.model = 2, 32, "2,64,4,128,100"
+        _llama24.make_tiny(args)
+        args.steps = 2
     return args
-
-
-def _autocast(device: torch.device) -> Any:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def layer_row(n_in: int, n_out: int, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -80,7 +66,7 @@ def layer_row(n_in: int, n_out: int, args: argparse.Namespace, device: torch.dev
     def step(layer: torch.nn.Module, before: Callable[[], None] = lambda: None) -> Callable[[], None]:
         def run() -> None:
             before()
-            with _autocast(device):
+            with autocast(device, "bf16"):
                 y = layer(x)
             y.backward(dy)
             x.grad = layer.weight.grad = None
@@ -128,7 +114,7 @@ def _timed_training(config: Any, storage: str | None, ids: torch.Tensor, args: a
     for batch in ids:
         sync(device)
         t0 = time.perf_counter()
-        with _autocast(device):
+        with autocast(device, "bf16"):
             logits = model(batch[:, :-1])
             loss = F.cross_entropy(logits.reshape(-1, config.vocab_size).float(), batch[:, 1:].reshape(-1))
         loss.backward()
@@ -154,14 +140,12 @@ def _timed_training(config: Any, storage: str | None, ids: torch.Tensor, args: a
 
 
 def model_row(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    layers, dim, heads, intermediate, vocab = (int(v) for v in args.model.split(","))
-    config = sb.models.LlamaConfig(
-        vocab_size=vocab, dim=dim, n_layers=layers, n_heads=heads, intermediate=intermediate, max_seq_len=args.seq
-    )
+    config, described = _llama24.llama(args)
+    vocab = config.vocab_size
     g = torch.Generator(device=device).manual_seed(args.seed)
     ids = torch.randint(0, vocab, (args.steps + 3, args.batch, args.seq + 1), generator=g, device=device)
     row: dict[str, Any] = {
-        "config": {"n_layers": layers, "dim": dim, "n_heads": heads, "intermediate": intermediate, "vocab": vocab},
+        "config": described,
         "batch": args.batch,
         "seq": args.seq,
     }
@@ -179,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
     start = time.perf_counter()
-    shapes = [tuple(int(v) for v in s.split("->")) for s in args.shapes.split(",") if s]
+    shapes = _llama24.shapes(args)
     rows = [layer_row(n_in, n_out, args, device) for n_in, n_out in shapes]
     model = model_row(args, device) if args.model else None
     targets = [

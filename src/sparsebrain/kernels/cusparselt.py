@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import cusparselt_plans
+
 __all__ = ["available", "compress", "linear", "linear_reference", "search"]
 
 
@@ -79,8 +81,6 @@ def linear(x: Tensor, packed: Tensor, bias: Tensor | None, alg_id: int) -> Tenso
     ``torch.compile`` (which cannot trace a foreign call) and where the plans are not available, through torch's
     operator, which computes the same product with a plan made for each call.
     """
-    from . import cusparselt_plans
-
     tokens = x.shape[0]
     xp = _padded(x)
     y = None

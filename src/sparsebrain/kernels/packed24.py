@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..topology.nm import best_transposable_mask, random_transposable_mask
+from ..topology.nm import best_transposable_mask
 from .cusparselt import compress, linear, search
 
 __all__ = [
@@ -135,6 +135,10 @@ def slot_layout(mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return codes[by_row], codes[by_col], rows, cols_t
 
 
+# (out, in, tokens, dtype, device) -> the algorithms of X W^T and dY W (a model has a few shapes and many layers)
+_SEARCHED: dict[tuple[Any, ...], tuple[int, int]] = {}
+
+
 @functools.cache
 def _triton() -> Any:
     try:
@@ -184,7 +188,12 @@ class Packed24:
     def search_(self, tokens: int) -> None:
         """Picks the fastest algorithm of both products for ``tokens`` rows of input (searched once per shape)."""
         out_features, in_features = self.mask.shape
-        self.alg, self.alg_t = _searched(out_features, in_features, tokens, self.dtype, self.mask.device)
+        key = (out_features, in_features, tokens, self.dtype, self.mask.device)
+        if key not in _SEARCHED:  # the choice depends on the shapes alone: layers of one shape share one search
+            x = torch.randn(tokens, in_features, device=self.mask.device).to(self.dtype)
+            dy = torch.randn(tokens, out_features, device=self.mask.device).to(self.dtype)
+            _SEARCHED[key] = search(self.packed, x), search(self.packed_t, dy)
+        self.alg, self.alg_t = _SEARCHED[key]
 
     @torch.no_grad()
     def refresh_(self, weight: Tensor) -> None:
@@ -204,17 +213,6 @@ class Packed24:
             positions, positions_t = self.positions()
             values.copy_(flat[positions])
             values_t.copy_(flat[positions_t])
-
-
-@functools.cache
-def _searched(out_features: int, in_features: int, tokens: int, dtype: torch.dtype, device: torch.device) -> tuple:
-    """The fastest algorithms of ``X W^T`` and ``dY W`` for a 2:4 ``W`` of this shape: they depend on the shapes
-    alone, so layers of one shape share one search (a model has a few shapes and many layers)."""
-    mask = random_transposable_mask((out_features, in_features), 2, 4, device=device)
-    packed, packed_t = compress(mask.to(dtype)), compress(mask.t().contiguous().to(dtype))
-    x = torch.randn(tokens, in_features, device=device).to(dtype)
-    dy = torch.randn(tokens, out_features, device=device).to(dtype)
-    return search(packed, x), search(packed_t, dy)
 
 
 @functools.cache

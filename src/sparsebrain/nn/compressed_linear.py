@@ -173,9 +173,7 @@ class CompressedSparseLinear(SparseLayer):
                 "holds unstructured links; an N:M pattern needs storage='masked' (or 'semi_structured', for "
                 "transposable 2:4 and 1:4 patterns)"
             )
-        if layer is not LAYERS.get("masked") and layer is not cls:
-            return f"replaces the masked layer, not {layer.__name__}; use storage='masked'"
-        return None
+        return super().storage_problem(layer, constraint)
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> None:

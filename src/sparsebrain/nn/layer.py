@@ -87,7 +87,10 @@ class SparseLayer(nn.Module):
     def storage_problem(cls, layer: type[SparseLayer], constraint: Constraint | None) -> str | None:
         """For a storage's layer class (registered under the storage's name): why it cannot hold the links of a
         method whose layers are ``layer`` under ``constraint`` (None: unstructured), or None if it can. The reason
-        completes ``"storage=<name> ..."``."""
+        completes ``"storage=<name> ..."``. Here: a storage replaces the masked layer, nothing else (a subclass adds
+        what it asks of ``constraint``)."""
+        if layer is not LAYERS.get("masked") and layer is not cls:
+            return f"replaces the masked layer, not {layer.__name__}; use storage='masked'"
         return None
 
     def topology(self) -> Tensor:

@@ -76,9 +76,7 @@ class SemiStructuredSparseLinear(SparseLinear):
                 "holds transposable 2:4 and 1:4 patterns (pattern='2:4' or '1:4', pattern_layout='transposable'), "
                 f"got {got}; use storage='masked'"
             )
-        if layer is not LAYERS.get("masked") and layer is not cls:
-            return f"replaces the masked layer, not {layer.__name__}; use storage='masked'"
-        return None
+        return super().storage_problem(layer, constraint)
 
     # ------------------------------------------------------------------------------------------------------------
     # the topology: the masked layer's, checked, and compressed again when it changes
