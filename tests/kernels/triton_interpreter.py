@@ -81,7 +81,8 @@ def main() -> int:
 
 def _packed24_copies(g: torch.Generator) -> int:
     """The 2:4 value-slot copies against the gather by positions, on 2:4 and 1:4 masks with short groups."""
-    for out_f, in_f, n in [(16, 32, 2), (40, 72, 1), (64, 48, 2)]:  # sides not multiples of the tiles, too
+    # sides not multiples of the tiles, and one of more than one tile (32 x 256) each way
+    for out_f, in_f, n in [(16, 32, 2), (40, 72, 1), (64, 48, 2), (72, 528, 2)]:
         mask = random_transposable_mask((out_f, in_f), n, 4, generator=g)
         mask[0, :4] = False
         weight = torch.randn(out_f, in_f, generator=g) * mask

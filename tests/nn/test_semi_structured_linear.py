@@ -201,6 +201,27 @@ def test_outputs_and_gradients_match_the_masked_layer_through_optimizer_steps(
 
 
 @needs_cuda
+def test_the_weight_gradient_is_taken_into_grad_not_copied_and_two_uses_add_up() -> None:
+    masked, semi = _pair(256, 512, device="cuda")
+    arrived: list[int] = []
+    semi.weight.register_hook(lambda g: arrived.append(g.data_ptr()))  # runs after the layer's own hook
+    x = torch.randn(64, 512, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = semi(x)
+    assert semi.path == "2:4 sparse tensor cores"
+    y.float().pow(2).sum().backward()
+    # autograd stores the product's buffer as .grad only if nothing else holds it; otherwise it copies it
+    assert semi.weight.grad.data_ptr() == arrived[-1] and not semi._graph_grads
+    # used twice in one graph, the sum of both products' gradients arrives, still masked
+    semi.weight.grad = masked.weight.grad = None
+    for layer in (masked, semi):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            (layer(x).float().sum() + layer(x * 2).float().sum()).backward()
+    assert torch.count_nonzero(semi.weight.grad[~semi.mask]) == 0
+    assert _rel(semi.weight.grad, masked.weight.grad) < 1e-2
+
+
+@needs_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_weights_run_on_the_sparse_cores_without_autocast(
     dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch

@@ -182,7 +182,7 @@ class Plan:
         """``x W^T`` for the compressed ``packed``; ``x`` is ``(tokens, in)``, contiguous, of the plan's dtype."""
         out_f, _, tokens = self.shape
         y = torch.empty(tokens, out_f, dtype=self.dtype, device=x.device)
-        stream = ctypes.c_void_p(torch.cuda.current_stream(x.device).cuda_stream)
+        stream = ctypes.c_void_p(_current_stream(self.device))
         self.lib.check(
             self.lib.lib.cusparseLtMatmul(self.handle, self.plan, ctypes.byref(self.alpha), packed.data_ptr(),
                                           x.data_ptr(), ctypes.byref(self.beta), y.data_ptr(), y.data_ptr(),
@@ -190,6 +190,13 @@ class Plan:
             "cusparseLtMatmul",
         )  # fmt: skip
         return y
+
+
+def _current_stream(device: int) -> int:
+    """The address of ``device``'s current CUDA stream (torch's raw binding where it has one: ``current_stream``
+    costs tens of microseconds of host time, twice per layer and step)."""
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+    return int(raw(device)) if raw is not None else int(torch.cuda.current_stream(device).cuda_stream)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -256,6 +256,9 @@ class _Linear24(torch.autograd.Function):
             torch.mul(dy.t() @ x, packed.mask, out=dw)  # one kernel: masked, and stored in the weight's dtype
             if ctx.sink is not None:
                 ctx.sink.append(dw)
+                # The sink (the layer's list, until its hook takes it) holds the only other reference: this node
+                # must not keep one too, or autograd copies the gradient into .grad instead of taking it.
+                ctx.sink = None
         if ctx.needs_input_grad[2]:
             db = dy.sum(0, dtype=torch.float32).to(ctx.bias_dtype)
         return dx, dw, db, None, None

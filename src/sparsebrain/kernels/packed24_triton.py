@@ -71,7 +71,10 @@ def _gather_kernel(
              mask=(c[:, None] < in_f) & (s[None, :] < out_f // 2))  # fmt: skip
 
 
-_BLOCK_A, _BLOCK_B = 8, 16  # a tile of 32 rows x 64 columns
+# A tile of 32 rows x 256 columns, 2 warps: within 3% of the fastest of 40 tilings at each of the 1B-shaped
+# projections and 4096 <-> 11008 on the H200 (0.089 ms at 4096 x 11008, 69% of the memory bandwidth; 32 x 64 with
+# 4 warps took 0.164 ms).
+_BLOCK_A, _BLOCK_B, _WARPS = 8, 64, 2
 
 
 def gather_(values: Tensor, values_t: Tensor, weight: Tensor, codes: Tensor, codes_t: Tensor) -> None:
@@ -80,4 +83,5 @@ def gather_(values: Tensor, values_t: Tensor, weight: Tensor, codes: Tensor, cod
     contiguous), each in the row-major order of ``W`` and of ``W^T``."""
     out_f, in_f = weight.shape
     grid = (triton.cdiv(out_f, 4 * _BLOCK_A), triton.cdiv(in_f, 4 * _BLOCK_B))
-    _gather_kernel[grid](values, values_t, weight.contiguous(), codes, codes_t, out_f, in_f, BA=_BLOCK_A, BB=_BLOCK_B)
+    _gather_kernel[grid](values, values_t, weight.contiguous(), codes, codes_t, out_f, in_f, BA=_BLOCK_A, BB=_BLOCK_B,
+                         num_warps=_WARPS)  # fmt: skip

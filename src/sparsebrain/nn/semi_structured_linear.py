@@ -158,14 +158,14 @@ class SemiStructuredSparseLinear(SparseLinear):
         now = (w._version, w.data_ptr())
         if self._fresh != now:
             packed.refresh_(w)
-            self._fresh = now
+            self.__dict__["_fresh"] = now  # a plain attribute: set without nn.Module's checks, at every step
         return packed
 
     @torch.compiler.disable  # Python-side state (versions, compressed copies): run eagerly inside a compiled model
     def forward(self, x: Tensor) -> Tensor:
         dtype = self._sparse_dtype(x)
         if isinstance(dtype, str):
-            self.path = f"masked ({dtype})"
+            self.__dict__["path"] = f"masked ({dtype})"  # plain attributes: set without nn.Module's checks
             if x.is_cuda and not self._capture:
                 _warn_once(dtype)
             return super().forward(x)
@@ -173,7 +173,7 @@ class SemiStructuredSparseLinear(SparseLinear):
         packed = self._compressed(dtype, x2.shape[0])
         self._graph_grads = []  # the weight's hook recognises the gradient this product masked already
         y = linear24(x2, self.weight, packed, self.bias, sink=self._graph_grads)
-        self.path = "2:4 sparse tensor cores"
+        self.__dict__["path"] = "2:4 sparse tensor cores"
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
