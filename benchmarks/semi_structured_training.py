@@ -4,11 +4,10 @@ Layers (``--shapes``, ``in->out``; default 4096 <-> 11008 and the 1B-shaped proj
 tokens, float32 master weights under bf16 autocast, one forward and both gradients per call, ``--calls`` (20) calls
 queued between two synchronisations, the median over ``--repeats`` (10) rounds: a dense ``nn.Linear``, the masked
 ``SparseLinear`` (the chts24 default storage) and ``SemiStructuredSparseLinear`` with its compressed ``W`` and
-``W^T`` refreshed from the weights at every call, as after every optimizer step. Also timed alone: that refresh (the
+``W^T`` refreshed from its value slots at every call, as after every optimizer step. Also timed alone: that refresh (the
 Triton copy kernels, and the plain-torch gather they replace) and a compression of a new mask (the work of a
-topology update). And, per shape, the per-step work that differs between keeping the dense weight as the parameter
-(re-compressed after each step, as the storage does) and making the compressed value slots the parameter
-(:func:`design_row`).
+topology update), the value slots' gradient read from the dense product, and a fused AdamW step over the value slots
+against one over the dense weight (:func:`optimizer_row`).
 
 Then a LLaMA-1B-shaped model (``--model``: 24 layers, dim 2048, 16 heads, intermediate 5504, vocabulary 32000) trains
 on random tokens, ``--batch`` (8) x ``--seq`` (2048) per step: bf16 autocast, cross-entropy, backward, gradient
@@ -71,7 +70,9 @@ def layer_row(n_in: int, n_out: int, args: argparse.Namespace, device: torch.dev
             with autocast(device, "bf16"):
                 y = layer(x)
             y.backward(dy)
-            x.grad = layer.weight.grad = None
+            x.grad = None
+            for p in layer.parameters():
+                p.grad = None
 
         return run
 
@@ -82,12 +83,16 @@ def layer_row(n_in: int, n_out: int, args: argparse.Namespace, device: torch.dev
         row[name]["speedup"] = row["dense"]["ms"] / row[name]["ms"]
     row["semi_structured"]["path"] = semi.path
     packed = semi._packed
-    if packed is not None:  # the sparse cores ran: time the refresh alone, both ways, and a new mask's compression
-        chosen = packed.kernel  # "triton" where Triton is installed
+    if packed is not None:  # the sparse cores ran: time the refresh and the slot gradient alone, both ways, and a
+        chosen = packed.kernel  # new mask's compression ("triton" where Triton is installed)
+        product = (dy.t() @ x).detach()  # dY^T X, as the backward reads it
         for kernel in sorted({chosen, "gather"}):
             packed.kernel = kernel
             row["semi_structured"][f"refresh_{kernel}_ms"] = per_call(
-                lambda: packed.refresh_(semi.weight), device, args.calls, args.repeats
+                lambda: packed.refresh_(semi.values), device, args.calls, args.repeats
+            )
+            row["semi_structured"][f"slot_grad_{kernel}_ms"] = per_call(
+                lambda: packed.slot_grad(product, torch.float32), device, args.calls, args.repeats
             )
         packed.kernel = chosen
         row["semi_structured"]["compress_mask_ms"] = per_call(
@@ -97,62 +102,18 @@ def layer_row(n_in: int, n_out: int, args: argparse.Namespace, device: torch.dev
     return row
 
 
-def design_row(n_in: int, n_out: int, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """The per-step work that differs between the two ways of keeping a 2:4 layer's weights for the sparse cores,
-    timed alone (the products themselves are the same): ``re_compressed``, the dense float32 weight as the
-    parameter, copied into the compressed ``W`` and ``W^T`` after each step (the semi_structured storage: its
-    Triton refresh, its gradient masking, AdamW over ``out x in`` entries); ``compressed_values``, the float32 value
-    slots themselves as the parameter (``out x in / 2``): cast into ``W``'s slots, permuted into ``W^T``'s, the
-    weight gradient gathered at the slots, AdamW over the slots. The second is timed in plain torch (index gathers,
-    8-byte indices), an upper bound on what kernels of its own would take."""
-    g = torch.Generator().manual_seed(args.seed)
-    mask = random_transposable_mask((n_out, n_in), 2, 4, generator=g).to(device)
-    packed = Packed24(mask, torch.bfloat16)
-    n = mask.numel() // 2
-    weight = torch.nn.Parameter(torch.randn(n_out, n_in, device=device) * mask)
-    weight.grad = torch.randn_like(weight) * mask
-    dw_half = torch.randn(n_out, n_in, device=device).to(torch.bfloat16)  # dY^T X, as the product leaves it
-    dw = torch.empty_like(weight)
-    slots_w, slots_t = packed.positions()  # flat positions of W's slots, and of W^T's
-    where = torch.full((mask.numel(),), -1, dtype=torch.int64, device=device)
-    where[slots_w] = torch.arange(n, device=device)
-    perm = where[slots_t]  # W^T's slots as indices into W's
-    values = torch.nn.Parameter(weight.detach().reshape(-1)[slots_w].clone())
-    values.grad = torch.randn_like(values)
-    prefix, prefix_t = packed.packed.view(-1)[:n], packed.packed_t.view(-1)[:n]
-    half = torch.empty(n, dtype=torch.bfloat16, device=device)
-
-    def adamw(p: torch.nn.Parameter) -> Callable[[], None]:
-        opt = torch.optim.AdamW([p], lr=1e-4, fused=device.type == "cuda")
-        return opt.step
-
-    def values_refresh() -> None:
-        half.copy_(values.detach())
-        prefix.copy_(half)
-        torch.index_select(half, 0, perm, out=prefix_t)
-
-    work = {
-        "re_compressed": {
-            "refresh_ms": lambda: packed.refresh_(weight),
-            "weight_grad_ms": lambda: torch.mul(dw_half, mask, out=dw),
-            "adamw_ms": adamw(weight),
-        },
-        "compressed_values": {
-            "refresh_ms": values_refresh,
-            "weight_grad_ms": lambda: dw_half.reshape(-1)[slots_w].float(),
-            "adamw_ms": adamw(values),
-        },
-    }
+def optimizer_row(n_in: int, n_out: int, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """A fused AdamW step over the layer's value slots (``out x in / 2`` float32 entries: what the semi_structured
+    storage trains) against one over its dense weight (``out x in``: what the masked storage trains), alone."""
     row: dict[str, Any] = {"in": n_in, "out": n_out}
-    for design, parts in work.items():
-        row[design] = {k: per_call(fn, device, args.calls, args.repeats) for k, fn in parts.items()}
-        row[design]["total_ms"] = sum(row[design].values())
-    # bytes held per layer beyond the compressed W and W^T: parameter, gradient and AdamW's two moments (float32),
-    # the mask (re_compressed) or the plain-torch indices (compressed_values)
-    row["re_compressed"]["bytes"] = 16 * mask.numel() + mask.numel()
-    row["compressed_values"]["bytes"] = 16 * n + 2 * 8 * n
-    row["cheaper"] = min(work, key=lambda d: row[d]["total_ms"])
-    print(f"design {n_in}->{n_out}: {row}", flush=True)
+    for name, shape in (("value_slots", (n_out, n_in // 2)), ("dense_weight", (n_out, n_in))):
+        p = torch.nn.Parameter(torch.randn(shape, device=device) * 0.01)
+        p.grad = torch.randn_like(p) * 1e-3
+        opt = torch.optim.AdamW([p], lr=1e-4, fused=device.type == "cuda")
+        row[f"adamw_{name}_ms"] = per_call(opt.step, device, args.calls, args.repeats)
+        row[f"bytes_{name}"] = 16 * p.numel()  # parameter, gradient and AdamW's two moments, float32
+        del p, opt
+    print(f"optimizer {n_in}->{n_out}: {row}", flush=True)
     return row
 
 
@@ -226,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     shapes = _llama24.shapes(args)
     rows = [layer_row(n_in, n_out, args, device) for n_in, n_out in shapes]
-    design = [design_row(n_in, n_out, args, device) for n_in, n_out in shapes] if device.type == "cuda" else []
+    optimizer = [optimizer_row(n_in, n_out, args, device) for n_in, n_out in shapes]
     model = model_row(args, device) if args.model else None
     targets = [
         {"training_layer": f"{r['in']}->{r['out']}", "tokens": args.tokens, "at_least": 1.2,
@@ -248,12 +209,12 @@ def main(argv: list[str] | None = None) -> None:
             "step_ms": "ms per training step (forward, loss, backward, clipping, AdamW, sparsifier), median",
             "host_ms": "ms of the step until the host has queued all its work (below step_ms: bound by the GPU)",
             "speedup": "dense ms / this one's ms (above 1: faster than dense)",
-            "design": "per-step work of the two ways of keeping the weights compressed (design_row's docstring)",
+            "optimizer": "a fused AdamW step alone, over the value slots and over a dense weight of the layer",
         },
         cusparselt=device.type == "cuda" and cusparselt.available(),
         targets=targets,
         layers=rows,
-        design=design,
+        optimizer=optimizer,
         model=model,
     )
 

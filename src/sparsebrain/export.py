@@ -218,7 +218,8 @@ def to_semi_structured(
     report: dict[str, str] = {}
     with torch.no_grad():
         for name, layer in layers.items():
-            weight = (layer.weight.detach() * masks[name]).to(dtype or layer.weight.dtype).contiguous()  # (out, in)
+            dense = layer.dense_weight()  # (out, in), whatever the storage holds
+            weight = (dense * masks[name]).to(dtype or dense.dtype).contiguous()
             bias = None if layer.bias is None else layer.bias.detach().to(weight.dtype)  # (out,)
             new: nn.Module | None = None
             if name in problems:

@@ -80,27 +80,33 @@ def main() -> int:
 
 
 def _packed24_copies(g: torch.Generator) -> int:
-    """The 2:4 value-slot copies against the gather by positions, on 2:4 and 1:4 masks with short groups."""
+    """The 2:4 value-slot kernels against the dense weight of the slots, on 2:4 and 1:4 masks with short groups:
+    ``spread_`` must write the slots of ``W`` and of ``W^T`` (zero where a slot is not a link), ``slot_gather_`` a
+    dense gradient read at ``W``'s slots."""
     # sides not multiples of the tiles, and one of more than one tile (32 x 256) each way
     for out_f, in_f, n in [(16, 32, 2), (40, 72, 1), (64, 48, 2), (72, 528, 2)]:
         mask = random_transposable_mask((out_f, in_f), n, 4, generator=g)
         mask[0, :4] = False
-        weight = torch.randn(out_f, in_f, generator=g) * mask
-        rows, cols_t = packed24.slots(mask), packed24.slots(mask.t().contiguous())
-        by_col = cols_t.reshape(-1).nonzero().squeeze(1)
-        positions = {
-            "gather_rows": rows.reshape(-1).nonzero().squeeze(1),
-            "gather_cols": (by_col % out_f) * in_f + by_col // out_f,
+        slot, kept = packed24.slot_masks(mask)
+        values = torch.randn(out_f, in_f // 2, generator=g)  # slots that are not links hold noise: it must not leak
+        dense = packed24.dense_from_slots(values, slot, kept)
+        codes, codes_t, _, cols_t = packed24.slot_layout(mask)
+        refs = {
+            "spread_rows": dense[slot],
+            "spread_cols": dense.t().contiguous()[cols_t],
         }
-        codes, codes_t = packed24.group_codes(rows), packed24.group_codes(cols_t).t().contiguous()
-        got = {name: torch.full((out_f * in_f // 2,), float("nan"), dtype=torch.bfloat16) for name in positions}
-        packed24_triton.gather_(got["gather_rows"], got["gather_cols"], weight, codes, codes_t)
-        for name, values in got.items():
-            ref = weight.reshape(-1)[positions[name]]
+        got = {name: torch.full((out_f * in_f // 2,), float("nan"), dtype=torch.bfloat16) for name in refs}
+        packed24_triton.spread_(got["spread_rows"], got["spread_cols"], values, codes, codes_t)
+        grad_dense = torch.randn(out_f, in_f, generator=g).to(torch.bfloat16)
+        refs["slot_gather"] = (grad_dense.float()[slot] * kept.reshape(-1)).reshape(-1)
+        got["slot_gather"] = torch.full((out_f, in_f // 2), float("nan"))
+        packed24_triton.slot_gather_(got["slot_gather"], grad_dense, codes)
+        for name, ref in refs.items():
+            value = got[name].reshape(-1).float()
             # the interpreter's float32 -> bfloat16 conversion truncates where the GPU's rounds: one bf16 ulp apart
-            err = float(((values.float() - ref).abs() / ref.abs().clamp(min=1e-30)).max())
+            err = float(((value - ref).abs() / ref.abs().clamp(min=1e-30)).max())
             print(f"{name} {out_f}x{in_f}/{n}:4 {err:.3g} {2**-7:.3g}")
-            if not (err <= 2**-7 and torch.equal(values.float() == 0, ref == 0)):
+            if not (err <= 2**-7 and torch.equal(value == 0, ref == 0)):
                 return 1
     return 0
 

@@ -1,9 +1,10 @@
 """The semi_structured storage: transposable 2:4 / 1:4 layers whose products run on the sparse tensor cores.
 
-On the CPU (CI) the layer must compute exactly what the masked layer computes, under the engine too, and refuse what
-it cannot hold; the value slots it packs are checked against brute force. On a CUDA device with cuSPARSELt its
-outputs and gradients are compared with the masked dense computation within bfloat16 tolerance, through optimizer
-steps, topology updates, loads and moves.
+On the CPU (CI) the layer must compute exactly what the masked layer computes, under the engine too (its value slots
+trained where the masked layer trains its dense weight), and refuse what it cannot hold; the value slots and their
+codes are checked against brute force, checkpoints against the masked layer's both ways. On a CUDA device with
+cuSPARSELt its outputs and gradients are compared with the masked dense computation within bfloat16 tolerance,
+through optimizer steps, topology updates, loads and moves.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from helpers import tiny_batch, tiny_mlp
 
 import sparsebrain as sb
 from sparsebrain.kernels import cusparselt
-from sparsebrain.kernels.packed24 import group_codes, slot_layout, slots, transposable_problem
+from sparsebrain.kernels.packed24 import (
+    dense_from_slots,
+    group_codes,
+    slot_layout,
+    slot_masks,
+    slots,
+    transposable_problem,
+)
 from sparsebrain.topology import is_transposable, random_transposable_mask
 
 CUDA = cusparselt.available()
@@ -31,8 +39,13 @@ def _pair(out_f: int, in_f: int, n: int = 2, *, bias: bool = True, device: str =
     torch.manual_seed(seed)
     masked = sb.SparseLinear(in_f, out_f, bias=bias, mask=mask).to(device)
     semi = sb.SemiStructuredSparseLinear(in_f, out_f, bias=bias, mask=mask).to(device)
-    semi.load_state_dict(masked.state_dict())
+    semi.load_state_dict(masked.state_dict())  # a masked checkpoint, loaded as value slots
     return masked, semi
+
+
+def _dense_grad(semi):  # type: ignore[no-untyped-def]
+    """The value slots' gradient as an ``(out, in)`` weight gradient."""
+    return dense_from_slots(semi.values.grad, *slot_masks(semi.mask))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -50,9 +63,14 @@ def test_slots_complete_each_group_to_two_and_the_codes_name_them() -> None:
         assert bool((s | ~mask).all()), "every kept entry has a slot"
         assert bool((groups.sum(-1) == 2).all())
         codes = group_codes(s)
+        own, _, _, _ = slot_layout(mask)  # the mask's own codes: which slots are links, too
+        slot, kept = slot_masks(mask)
+        assert torch.equal(slot, s) and torch.equal(kept.reshape(-1), mask[s])
         for r, k in itertools.product(range(8), range(4)):  # brute force: the first and last slot of each group
             where = groups[r, k].nonzero().squeeze(1).tolist()
-            assert int(codes[r, k]) == where[0] | where[1] << 2
+            assert int(codes[r, k]) == where[0] | where[1] << 2 | 1 << 4 | 1 << 5
+            links = [int(mask[r, 4 * k + i]) for i in where]
+            assert int(own[r, k]) == where[0] | where[1] << 2 | links[0] << 4 | links[1] << 5
         free = ~mask.reshape(8, 4, 4)
         added = (s & ~mask).reshape(8, 4, 4)
         for r, k in itertools.product(range(8), range(4)):  # the added slots are the group's first free positions
@@ -67,8 +85,8 @@ def test_the_one_pass_layout_is_the_slots_and_codes_of_both_sides() -> None:
         mask[0, :4] = False
         codes, codes_t, rows, cols_t = slot_layout(mask)
         assert torch.equal(rows, slots(mask)) and torch.equal(cols_t, slots(mask.t().contiguous()))
-        assert torch.equal(codes, group_codes(slots(mask)))
-        assert torch.equal(codes_t, group_codes(slots(mask.t().contiguous())).t())
+        assert torch.equal(codes & 15, group_codes(slots(mask)) & 15)  # the slots; the upper bits say which are links
+        assert torch.equal(codes_t & 15, group_codes(slots(mask.t().contiguous())).t() & 15)
 
 
 def test_transposable_problem_names_what_is_wrong() -> None:
@@ -89,11 +107,13 @@ def test_on_the_cpu_it_computes_exactly_what_the_masked_layer_computes(n: int) -
     masked, semi = _pair(24, 32, n)
     x = torch.randn(2, 5, 32)
     y_m, y_s = masked(x), semi(x)
-    assert torch.equal(y_m, y_s) and semi.path == "masked (needs a CUDA device)"
+    assert torch.equal(y_m, y_s) and semi.path == "dense (needs a CUDA device)"
+    assert semi.values.shape == (24, 16) and torch.equal(semi.dense_weight(), masked.weight.detach())
     y_m.square().sum().backward()
     y_s.square().sum().backward()
-    assert torch.equal(masked.weight.grad, semi.weight.grad) and torch.equal(masked.bias.grad, semi.bias.grad)
-    assert torch.count_nonzero(semi.weight.grad[~semi.mask]) == 0
+    assert torch.equal(masked.weight.grad, _dense_grad(semi)) and torch.equal(masked.bias.grad, semi.bias.grad)
+    _, kept = slot_masks(semi.mask)
+    assert torch.count_nonzero(semi.values.grad[~kept]) == 0  # slots that are not links (1:4) get none
 
 
 @pytest.mark.parametrize("method", ["chts24", "chts14"])
@@ -114,8 +134,13 @@ def test_under_the_engine_the_cpu_fallback_follows_the_masked_trajectory(method:
     assert all(type(layer) is sb.SemiStructuredSparseLinear for layer in s_sp.layers.values())
     assert all(type(layer) is sb.SparseLinear for layer in m_sp.layers.values())
     assert s_sp.stats()["updates"] == m_sp.stats()["updates"] > 0
-    for (name, a), b in zip(m_model.state_dict().items(), s_model.state_dict().values()):
-        assert torch.equal(a, b), name
+    for name, layer in m_sp.layers.items():  # the same links and weights, held as value slots
+        other = s_sp.layers[name]
+        assert torch.equal(layer.mask, other.mask) and torch.equal(layer.dense_weight(), other.dense_weight()), name
+    dense = {k: v for k, v in m_model.state_dict().items() if not k.endswith((".weight", ".mask"))}
+    assert all(torch.equal(v, s_model.state_dict()[k]) for k, v in dense.items())
+    x, _ = tiny_batch(99)
+    assert torch.equal(m_model(x), s_model(x))
     n = 1 if method == "chts14" else 2
     assert all(is_transposable(layer.mask, n, 4) for layer in s_sp.layers.values())
 
@@ -140,22 +165,64 @@ def test_a_mask_that_is_not_transposable_2_4_is_refused_and_nothing_changes() ->
         with pytest.raises(ValueError, match="not transposable 2:4 or 1:4: up to 3 of every 4"):
             change(bad)
         assert all(torch.equal(a, b) for a, b in zip(before.values(), semi.state_dict().values()))
-    with pytest.raises(RuntimeError, match="the loaded mask is not transposable 2:4"):
-        semi.load_state_dict({**before, "mask": bad, "weight": before["weight"] * bad})
+    with pytest.raises(RuntimeError, match="the loaded mask is not usable: .*not transposable 2:4 or 1:4"):
+        semi.load_state_dict({**before, "mask": bad})
+    with pytest.raises(RuntimeError, match="2 non-zero entries off its mask"):
+        weight = semi.dense_weight()
+        weight.view(-1)[(~semi.mask).view(-1).nonzero()[:2]] = 1.0  # two weights off the mask
+        semi.load_state_dict({"weight": weight, "mask": semi.mask, "bias": before["bias"]})
+    assert all(torch.equal(a, b) for a, b in zip(before.values(), semi.state_dict().values()))
 
 
-def test_checkpoints_are_the_masked_layers_and_round_trip_both_ways() -> None:
+@pytest.mark.parametrize("impl", [{"fused": True}, {"foreach": True}, {"foreach": False}])
+def test_every_optimizer_step_marks_the_values_changed_fused_ones_too(impl: dict[str, bool]) -> None:
+    # fused optimizers change parameters without bumping their version counters: the copies must be refreshed anyway
+    _, semi = _pair(16, 32)
+    opt = torch.optim.AdamW(semi.parameters(), lr=1e-2, **impl)
+    semi(torch.randn(3, 32)).sum().backward()
+    before = semi._values_key()
+    opt.step()
+    assert semi._values_key() != before
+    after = semi._values_key()
+    semi(torch.randn(3, 32))  # a forward changes nothing
+    assert semi._values_key() == after
+
+
+def test_checkpoints_round_trip_with_the_masked_layer_both_ways_and_across_masks() -> None:
     masked, semi = _pair(24, 32)
     with torch.no_grad():
-        semi.weight.mul_(3.0)
-    assert set(semi.state_dict()) == set(masked.state_dict()) == {"weight", "bias", "mask"}
-    masked.load_state_dict(semi.state_dict())
+        semi.values.mul_(3.0)
+    assert set(semi.state_dict()) == {"values", "bias", "mask"} and semi.state_dict()["values"].shape == (24, 16)
+    masked.load_state_dict(semi.state_dict())  # value slots -> dense weight
     other = sb.SemiStructuredSparseLinear(32, 24, mask=random_transposable_mask((24, 32), 1, 4))
-    other.load_state_dict(masked.state_dict())
+    other.load_state_dict(masked.state_dict())  # dense weight (and another mask) -> value slots
+    third = sb.SemiStructuredSparseLinear(32, 24, mask=random_transposable_mask((24, 32), 1, 4))
+    third.load_state_dict(semi.state_dict())  # value slots, another mask
     x = torch.randn(7, 32)
-    assert torch.equal(masked(x), semi(x)) and torch.equal(other(x), semi(x))
+    assert all(torch.equal(m(x), semi(x)) for m in (masked, other, third))
+    assert torch.equal(other.mask, semi.mask) and torch.equal(masked.weight.detach(), semi.dense_weight())
     for clone in (copy.deepcopy(semi), pickle.loads(pickle.dumps(semi))):
         assert clone._packed is None and torch.equal(clone(x), semi(x))
+
+
+def test_rewiring_keeps_the_kept_links_and_moves_their_optimizer_state() -> None:
+    masked, semi = _pair(16, 32, seed=4)
+    opts = [torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (masked, semi)]
+    x = torch.randn(9, 32)
+    for layer, opt in zip((masked, semi), opts):
+        layer(x).square().sum().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    new = random_transposable_mask((16, 32), 2, 4, generator=torch.Generator().manual_seed(9))
+    moved = semi.rewire_(new)["values"]
+    kept = masked.rewire_(new)["weight"]
+    for key in ("exp_avg", "exp_avg_sq"):  # what the engine does with each: move the slots' state, mask the dense
+        state = opts[1].state[semi.values][key]
+        state.copy_(moved.apply(state))
+        opts[0].state[masked.weight][key].mul_(kept)
+        assert torch.equal(dense_from_slots(state, *slot_masks(new)), opts[0].state[masked.weight][key])
+    assert torch.equal(semi.dense_weight(), masked.weight.detach()) and torch.equal(semi.mask, new)
+    assert torch.equal(semi(x), masked(x))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -189,36 +256,38 @@ def test_outputs_and_gradients_match_the_masked_layer_through_optimizer_steps(
         y_m.backward(dy)
         y_s.backward(dy)
         assert _rel(x_s.grad, x_m.grad) < 1e-2
-        assert semi.weight.grad.dtype == torch.float32 and torch.count_nonzero(semi.weight.grad[~semi.mask]) == 0
-        assert _rel(semi.weight.grad, masked.weight.grad) < 1e-2
+        _, kept = slot_masks(semi.mask)
+        assert semi.values.grad.dtype == torch.float32 and torch.count_nonzero(semi.values.grad[~kept]) == 0
+        assert _rel(_dense_grad(semi), masked.weight.grad) < 1e-2
         if bias:
             assert _rel(semi.bias.grad, masked.bias.grad) < 1e-2
+        # the same gradient for both (the masked one, at the slots), so that the fused steps keep them on one
+        # trajectory: the next forward must see that the fused step (which bumps no version counter) changed them
+        slot, kept = slot_masks(semi.mask)
+        semi.values.grad = (masked.weight.grad[slot] * kept.reshape(-1)).view(kept.shape)
         for opt in opts:
-            opt.step()  # the weights change in place: the next forward must copy them in again
+            opt.step()
             opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            semi.weight.copy_(masked.weight)  # keep the two on one trajectory
 
 
 @needs_cuda
-def test_the_weight_gradient_is_taken_into_grad_not_copied_and_two_uses_add_up() -> None:
+def test_the_slots_gradient_is_taken_into_grad_not_copied_and_two_uses_add_up() -> None:
     masked, semi = _pair(256, 512, device="cuda")
     arrived: list[int] = []
-    semi.weight.register_hook(lambda g: arrived.append(g.data_ptr()))  # runs after the layer's own hook
+    semi.values.register_hook(lambda g: arrived.append(g.data_ptr()))
     x = torch.randn(64, 512, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         y = semi(x)
     assert semi.path == "2:4 sparse tensor cores"
     y.float().pow(2).sum().backward()
-    # autograd stores the product's buffer as .grad only if nothing else holds it; otherwise it copies it
-    assert semi.weight.grad.data_ptr() == arrived[-1] and not semi._graph_grads
-    # used twice in one graph, the sum of both products' gradients arrives, still masked
-    semi.weight.grad = masked.weight.grad = None
+    # autograd stores the kernel's buffer as .grad only if nothing else holds it; otherwise it copies it
+    assert semi.values.grad.data_ptr() == arrived[-1]
+    # used twice in one graph, the sum of both products' gradients arrives
+    semi.values.grad = masked.weight.grad = None
     for layer in (masked, semi):
         with torch.autocast("cuda", dtype=torch.bfloat16):
             (layer(x).float().sum() + layer(x * 2).float().sum()).backward()
-    assert torch.count_nonzero(semi.weight.grad[~semi.mask]) == 0
-    assert _rel(semi.weight.grad, masked.weight.grad) < 1e-2
+    assert _rel(_dense_grad(semi), masked.weight.grad) < 1e-2
 
 
 @needs_cuda
@@ -235,9 +304,9 @@ def test_half_precision_weights_run_on_the_sparse_cores_without_autocast(
     y = semi(x)
     assert semi.path == "2:4 sparse tensor cores" and y.dtype == dtype
     assert _rel(y, masked(x)) < 1e-2
-    with pytest.warns(UserWarning, match="needs bfloat16 or float16"):
+    with pytest.warns(UserWarning, match="runs the dense product: needs bfloat16 or float16"):
         semi.float()(x.float())
-    assert semi.path.startswith("masked (needs bfloat16 or float16")
+    assert semi.path.startswith("dense (needs bfloat16 or float16")
 
 
 @needs_cuda
@@ -253,11 +322,11 @@ def test_rewiring_loading_and_moving_compress_again() -> None:
     agree()
     new = random_transposable_mask((256, 512), 2, 4, generator=torch.Generator().manual_seed(5)).cuda()
     new[0, :4] = False  # a group the rewiring left empty
-    for layer in (masked, semi):
-        layer.rewire_(new)
-        with torch.no_grad():
-            layer.weight.add_(torch.randn(layer.weight.shape, generator=torch.Generator(device="cuda").manual_seed(2),
-                                          device="cuda") * new)  # fmt: skip
+    masked.rewire_(new)
+    semi.rewire_(new)
+    with torch.no_grad():
+        masked.weight.add_(torch.randn(masked.weight.shape, generator=g, device="cuda") * new)
+    semi.load_state_dict(masked.state_dict())
     agree()
     state = {k: v.clone() for k, v in masked.state_dict().items()}
     state["weight"] = state["weight"] * 0.5
@@ -267,7 +336,7 @@ def test_rewiring_loading_and_moving_compress_again() -> None:
     semi.cpu().cuda()
     agree()
     with torch.no_grad():
-        semi.weight.data.mul_(2.0)  # not seen by the version counter...
+        semi.values.data.mul_(2.0)  # not seen by the version counter...
         masked.weight.mul_(2.0)
     semi.weights_changed_()  # ... so say so
     agree()
@@ -318,5 +387,5 @@ def test_inside_a_compiled_model_it_runs_eagerly_and_computes_the_same() -> None
     torch.testing.assert_close(y_c, y_e)
     y_e.sum().backward()
     y_c.sum().backward()
-    torch.testing.assert_close(compiled[1].weight.grad, eager[1].weight.grad)
-    assert torch.count_nonzero(compiled[1].weight.grad[~mask]) == 0
+    torch.testing.assert_close(compiled[1].values.grad, eager[1].values.grad)
+    assert compiled[1].values.grad.shape == (16, 12)

@@ -1,23 +1,26 @@
-"""Training with a transposable 2:4 weight on the sparse tensor cores: ``W`` and ``W^T`` compressed, refreshed.
+"""Training with a transposable 2:4 weight on the sparse tensor cores: its value slots trained, ``W`` and ``W^T``
+compressed from them.
 
 A weight whose mask keeps at most 2 of every 4 consecutive entries along its rows *and* its columns (transposable
 2:4, or 1:4) is held twice in cuSPARSELt's compressed form, as ``W`` and as ``W^T``, so that both the forward
-``Y = X W^T`` and the input gradient ``dX = dY W`` run on the sparse tensor cores; the weight gradient at the links is
-the masked dense ``dY^T X`` (:func:`linear24`). The weights change at every optimizer step, the mask only at topology
-updates, and the compressed form splits the same way: its value slots are the kept entries in row-major order, a
-prefix of the buffer, and the rest is metadata that depends on the mask alone. So the mask is compressed once per
-topology (:class:`Packed24`) and each step only copies the weights into the value slots (:meth:`Packed24.refresh_`:
-one Triton kernel for both copies on CUDA, a gather elsewhere), which costs a fraction of compressing ``W`` and ``W^T``.
+``Y = X W^T`` and the input gradient ``dX = dY W`` run on the sparse tensor cores (:func:`linear24`). The trainable
+parameter is the weight's *value slots*: ``(out, in / 2)``, two per group of 4 along the rows, in row-major order,
+which is the first part of the compressed ``W`` (the rest is metadata that depends on the mask alone). So the mask
+is compressed once per topology (:class:`Packed24`); each step copies the slots into ``W``'s compressed form and
+permutes them into ``W^T``'s (:meth:`Packed24.refresh_`), and the weight gradient is the dense ``dY^T X`` read at
+the slots (:meth:`Packed24.slot_grad`): one Triton kernel each on CUDA, index gathers elsewhere. The optimizer then
+holds half the entries of the dense weight, and nothing off the slots exists.
 
 Every group of 4 holds exactly 2 value slots: a group of the mask with fewer kept entries (1:4, or a group a
-rewiring left short) gets slots at its first free positions, holding zeros (:func:`slots`). The layout is
-cuSPARSELt's, not a documented one: it is checked once per process against the library's own compression
-(:func:`layout_holds`); where it does not hold, :meth:`Packed24.refresh_` compresses instead.
+rewiring left short) gets slots at its first free positions, which are not links and hold zeros (:func:`slots`;
+:func:`slot_masks` says which slots are links). The layout is cuSPARSELt's, not a documented one: it is checked
+once per process against the library's own compression (:func:`layout_holds`); where it does not hold,
+:meth:`Packed24.refresh_` compresses instead.
 
 Example (CUDA with cuSPARSELt):
     >>> packed = Packed24(mask, torch.bfloat16)  # doctest: +SKIP
-    >>> packed.refresh_(weight)  # after every change of the weights  # doctest: +SKIP
-    >>> y = linear24(x, weight, packed, bias)  # doctest: +SKIP
+    >>> packed.refresh_(values)  # after every change of the value slots  # doctest: +SKIP
+    >>> y = linear24(x, values, packed, bias)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ from .cusparselt import compress, linear, search
 
 __all__ = [
     "Packed24",
+    "dense_from_slots",
     "group_codes",
     "layout_holds",
     "linear24",
     "linear24_reference",
     "slot_layout",
+    "slot_masks",
     "slots",
     "transposable_problem",
 ]
@@ -66,8 +71,9 @@ def transposable_problem(mask: Tensor) -> str | None:
 
 def _completions() -> tuple[Tensor, Tensor]:
     """Per 4-bit group pattern ``m0 + 2 m1 + 4 m2 + 8 m3``: its slots (the pattern completed to exactly 2 kept by
-    its first free positions), as a bool row of 4 and as the code ``i0 | i1 << 2``; patterns of 3 or 4 kept have
-    none (never looked up: :func:`transposable_problem` refuses them first)."""
+    its first free positions), as a bool row of 4, and its code ``i0 | i1 << 2 | k0 << 4 | k1 << 5`` (slots
+    ``i0 < i1``; ``k0``, ``k1``: whether each is kept); patterns of 3 or 4 kept have none (never looked up:
+    :func:`transposable_problem` refuses them first)."""
     table = torch.zeros(16, 4, dtype=torch.bool)
     for pattern in range(16):
         kept = [bool(pattern >> j & 1) for j in range(4)]
@@ -77,7 +83,9 @@ def _completions() -> tuple[Tensor, Tensor]:
         table[pattern] = torch.tensor(kept) if sum(kept) == 2 else False
     where = table.to(torch.uint8)
     first, last = where.argmax(-1), 3 - where.flip(-1).argmax(-1)
-    return table, (first | (last << 2)).to(torch.uint8)
+    patterns = torch.arange(16)
+    k0, k1 = (patterns >> first) & 1, (patterns >> last) & 1
+    return table, (first | (last << 2) | (k0 << 4) | (k1 << 5)).to(torch.uint8)
 
 
 _TABLES: dict[torch.device, tuple[Tensor, Tensor]] = {}
@@ -111,11 +119,12 @@ def slots(mask: Tensor) -> Tensor:
 
 
 def group_codes(slot_mask: Tensor) -> Tensor:
-    """One byte per row group of ``slot_mask`` (exactly 2 of 4 set): ``i0 | i1 << 2`` for its slots ``i0 < i1``.
+    """One byte per row group of ``slot_mask`` (exactly 2 of 4 set): ``i0 | i1 << 2 | 1 << 4 | 1 << 5`` for its
+    slots ``i0 < i1`` (both kept: the codes of a mask's own groups, from :func:`slot_layout`, say which are).
 
     Example:
         >>> group_codes(torch.tensor([[False, True, False, True]])).tolist()  # slots 1 and 3
-        [[13]]
+        [[61]]
     """
     out_features, in_features = slot_mask.shape
     _, codes = _tables(slot_mask.device)
@@ -135,6 +144,33 @@ def slot_layout(mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return codes[by_row], codes[by_col], rows, cols_t
 
 
+def slot_masks(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``(slot, kept)``: the value slots of ``mask``'s row groups, bool ``(out, in)`` (:func:`slots`), and which of
+    them are links, bool ``(out, in / 2)`` in the slots' row-major order.
+
+    Example:
+        >>> slot, kept = slot_masks(torch.tensor([[True, False, False, False]]))
+        >>> slot.int().tolist(), kept.int().tolist()
+        ([[1, 1, 0, 0]], [[1, 0]])
+    """
+    slot = slots(mask)
+    return slot, mask[slot].view(mask.shape[0], mask.shape[1] // 2)
+
+
+def dense_from_slots(values: Tensor, slot: Tensor, kept: Tensor) -> Tensor:
+    """The dense ``(out, in)`` weight of the value slots ``values`` (``(out, in / 2)``): zero off the links
+    (``slot``, ``kept`` from :func:`slot_masks`); differentiable in ``values`` (zero gradient at slots that are not
+    links).
+
+    Example:
+        >>> slot, kept = slot_masks(torch.tensor([[True, False, False, True]]))
+        >>> dense_from_slots(torch.tensor([[2.0, 3.0]]), slot, kept).tolist()
+        [[2.0, 0.0, 0.0, 3.0]]
+    """
+    held = values * kept  # slots that are not links count as zero, whatever they hold
+    return torch.zeros(slot.shape, dtype=values.dtype, device=values.device).masked_scatter(slot, held)
+
+
 # (out, in, tokens, dtype, device) -> the algorithms of X W^T and dY W (a model has a few shapes and many layers)
 _SEARCHED: dict[tuple[Any, ...], tuple[int, int]] = {}
 
@@ -149,14 +185,15 @@ def _triton() -> Any:
 
 
 class Packed24:
-    """A transposable 2:4 weight held for the sparse tensor cores twice, as ``W`` and as ``W^T``.
+    """A transposable 2:4 weight held for the sparse tensor cores twice, as ``W`` and as ``W^T``, refreshed from its
+    value slots.
 
     Args:
         mask: bool ``(out, in)``, at most 2 kept of every 4 along rows and columns (see
             :func:`transposable_problem`), on a CUDA device; both sides multiples of 16 (cuSPARSELt's minimum).
         dtype: float16 or bfloat16, the products' dtype.
         kernel: ``"triton"`` (the copy kernels, where Triton is installed) or ``"gather"`` (the plain-torch
-            reference), for :meth:`refresh_`'s copy into the value slots.
+            reference), for :meth:`refresh_` and :meth:`slot_grad`.
     """
 
     def __init__(self, mask: Tensor, dtype: torch.dtype, *, kernel: str = "triton") -> None:
@@ -173,17 +210,23 @@ class Packed24:
         shape = (int(mask.shape[0]), int(mask.shape[1]))
         self.fast = layout_holds(dtype, mask.device, shape) and layout_holds(dtype, mask.device, shape[::-1])
         self.alg = self.alg_t = 0
-        self._positions: tuple[Tensor, Tensor] | None = None
+        self._indices: tuple[Tensor, Tensor, Tensor] | None = None
 
-    def positions(self) -> tuple[Tensor, Tensor]:
-        """The value slots of ``W`` and of ``W^T`` in their row-major order, as flat positions of ``W`` (int64, 8
-        bytes per value: built only for the plain-torch gather)."""
-        if self._positions is None:
+    def indices(self) -> tuple[Tensor, Tensor, Tensor]:
+        """For the plain-torch gathers (8 bytes per slot, built only for them): the flat positions of ``W``'s value
+        slots, which of them are links (bool), and for each value slot of ``W^T`` the index of the same link among
+        ``W``'s slots (-1 where that slot is not a link)."""
+        if self._indices is None:
             out_features, in_features = self.mask.shape
-            rows = slots(self.mask).reshape(-1).nonzero().squeeze(1)
-            by_col = slots(self.mask.t().contiguous()).reshape(-1).nonzero().squeeze(1)  # as positions of W^T ...
-            self._positions = rows, (by_col % out_features) * in_features + by_col // out_features  # ... and of W
-        return self._positions
+            slot, kept = slot_masks(self.mask)
+            rows = slot.reshape(-1).nonzero().squeeze(1)
+            by_col = slots(self.mask.t().contiguous()).reshape(-1).nonzero().squeeze(1)  # positions of W^T ...
+            at = (by_col % out_features) * in_features + by_col // out_features  # ... as positions of W
+            index = torch.full((self.mask.numel(),), -1, dtype=torch.int64, device=self.mask.device)
+            kept = kept.reshape(-1)
+            index[rows[kept]] = torch.arange(rows.numel(), device=rows.device)[kept]
+            self._indices = rows, kept, index[at]
+        return self._indices
 
     def search_(self, tokens: int) -> None:
         """Picks the fastest algorithm of both products for ``tokens`` rows of input (searched once per shape)."""
@@ -196,23 +239,34 @@ class Packed24:
         self.alg, self.alg_t = _SEARCHED[key]
 
     @torch.no_grad()
-    def refresh_(self, weight: Tensor) -> None:
-        """Makes the compressed ``W`` and ``W^T`` hold ``weight``'s entries at the slots (in the products' dtype):
-        its kept entries, and the zeros it holds off the mask."""
-        weight = weight.detach()
+    def refresh_(self, values: Tensor) -> None:
+        """Makes the compressed ``W`` and ``W^T`` hold the value slots ``values`` (``(out, in / 2)``, any float
+        dtype), in the products' dtype; slots that are not links hold zeros."""
+        values = values.detach()
         if not self.fast:
-            w = (weight * self.mask).to(self.dtype)
+            w = dense_from_slots(values, *slot_masks(self.mask)).to(self.dtype)
             self.packed, self.packed_t = compress(w), compress(w.t())
             return
         n = self.mask.numel() // 2
-        values, values_t = self.packed.view(-1)[:n], self.packed_t.view(-1)[:n]
+        prefix, prefix_t = self.packed.view(-1)[:n], self.packed_t.view(-1)[:n]
         if self.kernel == "triton":
-            _triton().gather_(values, values_t, weight, self.codes, self.codes_t)
+            _triton().spread_(prefix, prefix_t, values.contiguous(), self.codes, self.codes_t)
         else:
-            flat = weight.reshape(-1)
-            positions, positions_t = self.positions()
-            values.copy_(flat[positions])
-            values_t.copy_(flat[positions_t])
+            _, kept, to_w = self.indices()
+            flat = values.reshape(-1) * kept
+            prefix.copy_(flat)
+            prefix_t.copy_(flat[to_w.clamp(min=0)].masked_fill_(to_w < 0, 0))
+
+    def slot_grad(self, dense: Tensor, dtype: torch.dtype) -> Tensor:
+        """The dense ``(out, in)`` gradient ``dense`` read at the value slots, ``(out, in / 2)`` in ``dtype``; zero
+        at slots that are not links."""
+        out_features, in_features = self.mask.shape
+        if self.kernel == "triton":
+            grad = torch.empty(out_features, in_features // 2, dtype=dtype, device=dense.device)
+            _triton().slot_gather_(grad, dense.contiguous(), self.codes)
+            return grad
+        rows, kept, _ = self.indices()
+        return (dense.reshape(-1)[rows] * kept).to(dtype).view(out_features, in_features // 2)
 
 
 @functools.cache
@@ -234,13 +288,14 @@ def layout_holds(dtype: torch.dtype, device: torch.device, shape: tuple[int, int
 
 
 class _Linear24(torch.autograd.Function):
-    """``Y = X W^T + b`` and ``dX = dY W`` on the sparse tensor cores, ``dW = (dY^T X) * mask`` dense."""
+    """``Y = X W^T + b`` and ``dX = dY W`` on the sparse tensor cores; the value slots' gradient is ``dY^T X`` (dense)
+    read at the slots."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, packed: Packed24, sink: list[Tensor] | None
+        ctx: Any, x: Tensor, values: Tensor, bias: Tensor | None, packed: Packed24
     ) -> Tensor:
-        ctx.packed, ctx.sink, ctx.weight_dtype = packed, sink, weight.dtype
+        ctx.packed, ctx.values_dtype = packed, values.dtype
         ctx.bias_dtype = bias.dtype if bias is not None else None
         ctx.save_for_backward(x)
         return linear(x, packed.packed, None if bias is None else bias.to(packed.dtype), packed.alg)
@@ -250,30 +305,19 @@ class _Linear24(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         packed = ctx.packed
         dx = linear(dy, packed.packed_t, None, packed.alg_t) if ctx.needs_input_grad[0] else None
-        dw = db = None
-        if ctx.needs_input_grad[1]:
-            dw = torch.empty(packed.mask.shape, dtype=ctx.weight_dtype, device=dy.device)
-            torch.mul(dy.t() @ x, packed.mask, out=dw)  # one kernel: masked, and stored in the weight's dtype
-            if ctx.sink is not None:
-                ctx.sink.append(dw)
-                # The sink (the layer's list, until its hook takes it) holds the only other reference: this node
-                # must not keep one too, or autograd copies the gradient into .grad instead of taking it.
-                ctx.sink = None
-        if ctx.needs_input_grad[2]:
-            db = dy.sum(0, dtype=torch.float32).to(ctx.bias_dtype)
-        return dx, dw, db, None, None
+        dv = packed.slot_grad(dy.t() @ x, ctx.values_dtype) if ctx.needs_input_grad[1] else None
+        db = dy.sum(0, dtype=torch.float32).to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None
+        return dx, dv, db, None
 
 
-def linear24(
-    x: Tensor, weight: Tensor, packed: Packed24, bias: Tensor | None = None, *, sink: list[Tensor] | None = None
-) -> Tensor:
-    """``x W^T + b`` for the dense ``weight`` held (as of its last :meth:`Packed24.refresh_`) in ``packed``, with
-    gradients for ``x``, ``weight`` (masked, in the weight's dtype) and ``bias``; ``x`` is ``(tokens, in)`` in
-    ``packed.dtype``. ``sink``, if given, receives the weight's gradient as it is made (so that a hook on the weight
-    can tell it is masked already)."""
-    return _Linear24.apply(x, weight, bias, packed, sink)
+def linear24(x: Tensor, values: Tensor, packed: Packed24, bias: Tensor | None = None) -> Tensor:
+    """``x W^T + b`` for the weight whose value slots ``values`` (``(out, in / 2)``) ``packed`` holds (as of its last
+    :meth:`Packed24.refresh_`), with gradients for ``x``, ``values`` (in their dtype, zero at slots that are not
+    links) and ``bias``; ``x`` is ``(tokens, in)`` in ``packed.dtype``."""
+    return _Linear24.apply(x, values, bias, packed)
 
 
-def linear24_reference(x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor | None = None) -> Tensor:
-    """The plain-torch definition of :func:`linear24`: the masked dense product."""
-    return F.linear(x, (weight * mask).to(x.dtype), None if bias is None else bias.to(x.dtype))
+def linear24_reference(x: Tensor, values: Tensor, mask: Tensor, bias: Tensor | None = None) -> Tensor:
+    """The plain-torch definition of :func:`linear24`: the dense product with the weight of the slots."""
+    w = dense_from_slots(values, *slot_masks(mask))
+    return F.linear(x, w.to(x.dtype), None if bias is None else bias.to(x.dtype))

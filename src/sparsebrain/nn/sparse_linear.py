@@ -255,6 +255,18 @@ class SparseLinear(SparseLayer):
                 error_msgs.append(f"sparse layer {prefix[:-1]!r}: {e}")
                 return
             state_dict[prefix + "weight"], state_dict[prefix + "mask"] = weight, mask
+        elif prefix + "values" in state_dict and prefix + "mask" in state_dict:
+            # a semi_structured checkpoint (the value slots of a transposable 2:4 / 1:4 mask) becomes (weight, mask)
+            from ..kernels.packed24 import dense_from_slots, slot_masks
+
+            values, mask = state_dict.pop(prefix + "values"), state_dict[prefix + "mask"].bool()
+            if values.dim() != 2 or tuple(values.shape) != (mask.shape[0], mask.shape[1] // 2):
+                error_msgs.append(
+                    f"sparse layer {prefix[:-1]!r}: the loaded values have shape {tuple(values.shape)}, not the "
+                    f"value slots (out, in / 2) of its {tuple(mask.shape)} mask"
+                )
+                return
+            state_dict[prefix + "weight"] = dense_from_slots(values, *slot_masks(mask.to(values.device)))
         # The mask buffer may be registered empty; accept the stored mask whatever our current one is.
         key = prefix + "mask"
         mask = state_dict.get(key, self.mask)
