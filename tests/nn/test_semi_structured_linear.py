@@ -205,6 +205,15 @@ def test_checkpoints_round_trip_with_the_masked_layer_both_ways_and_across_masks
         assert clone._packed is None and torch.equal(clone(x), semi(x))
 
 
+def test_to_linear_keeps_the_parameter_objects_and_computes_the_same() -> None:
+    masked, semi = _pair(16, 32, n=1, seed=2)
+    values, x = semi.values, torch.randn(5, 32)
+    expected = semi(x)
+    linear = semi.to_linear()
+    assert linear.weight is values and linear.weight.shape == (16, 32) and torch.equal(linear(x), expected)
+    assert torch.equal(linear.weight.detach(), masked.weight.detach())
+
+
 def test_rewiring_keeps_the_kept_links_and_moves_their_optimizer_state() -> None:
     masked, semi = _pair(16, 32, seed=4)
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (masked, semi)]

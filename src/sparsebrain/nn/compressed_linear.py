@@ -344,12 +344,7 @@ class CompressedSparseLinear(SparseLayer):
                 "CompressedSparseLinear.to_linear: the values are sharded (fully_shard); squash a model loaded from "
                 "a full state dict instead"
             )
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
-        with torch.no_grad():
-            _swap_data(self.values, self._dense(self.values.data))  # the same Parameter object, dense again
-        linear.weight = self.values
-        linear.bias = self.bias
-        return linear
+        return _values_to_linear(self, self._dense)
 
     def to_sparse_csr(self) -> Tensor:
         """The weight as a ``torch.sparse_csr`` tensor ``(out, in)`` (detached), for inference elsewhere.
@@ -445,6 +440,18 @@ def _mm_fp32(a: Tensor, b: Tensor) -> Tensor:
     if a.dtype in (torch.bfloat16, torch.float16) and a.is_cuda and "dtype" in torch.ops.aten.mm.overloads():
         return torch.ops.aten.mm.dtype(a, b, torch.float32)
     return a.float() @ b.float()
+
+
+def _values_to_linear(layer: SparseLayer, dense: Any) -> nn.Linear:
+    """An ``nn.Linear`` holding ``layer``'s own ``values`` Parameter, made the dense weight ``dense(values)`` (the same
+    object, which optimizers hold), and its bias: the ``to_linear`` of a storage whose parameter is not the weight."""
+    values = layer.values  # type: ignore[attr-defined]
+    linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+    with torch.no_grad():
+        _swap_data(values, dense(values.data))
+    linear.weight = values
+    linear.bias = layer.bias
+    return linear
 
 
 def _swap_data(p: Tensor, values: Tensor) -> None:

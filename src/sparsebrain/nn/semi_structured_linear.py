@@ -13,7 +13,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..kernels import cusparselt
 from ..kernels.packed24 import Packed24, dense_from_slots, linear24, slot_masks, transposable_problem
-from .compressed_linear import _swap_data
+from .compressed_linear import _swap_data, _values_to_linear
 from .layer import LAYERS, SparseLayer, StateMoved
 from .sharding import is_sharded
 
@@ -226,12 +226,7 @@ class SemiStructuredSparseLinear(SparseLayer):
         self._dense_grad = g.clone() if self._dense_grad is None else self._dense_grad + g
 
     def to_linear(self) -> nn.Linear:
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
-        with torch.no_grad():
-            _swap_data(self.values, self._dense(self.values.data))  # the same Parameter object, dense again
-        linear.weight = self.values
-        linear.bias = self.bias
-        return linear
+        return _values_to_linear(self, self._dense)
 
     def weights_changed_(self) -> None:
         """Copies the value slots into the compressed forms again before the next forward: needed only after a
