@@ -23,12 +23,12 @@ if importlib.util.find_spec("all_minilm_l6_v2") is None:
 from safetensors.torch import load as load_safetensors
 
 import sparsebrain as sb
+from sparsebrain.data.minilm_files import default_model_path
 from sparsebrain.models import MODELS
-from sparsebrain.models import minilm as M
 from sparsebrain.models.minilm import SentenceEncoder, encode, load_hf_state_dict, load_minilm, tokenize
 from sparsebrain.nn.sparsify import default_filter
 
-ZIP = M._default_model_path()
+ZIP = default_model_path()
 SENTENCES = [
     "The weather is lovely today.",
     "It's so sunny outside!",

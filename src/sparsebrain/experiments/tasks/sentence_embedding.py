@@ -72,8 +72,9 @@ class SentenceEmbeddingTask(Task):
     higher_is_better = True
 
     def __init__(self, cfg: Any, device: torch.device, run_dir: Path | None) -> None:
+        from ...data.minilm_files import tokenize
         from ...data.sentences import load_sentences
-        from ...models.minilm import load_minilm, tokenize
+        from ...models.minilm import load_minilm
         from ..config import ConfigError
 
         self.cfg = cfg
