@@ -485,7 +485,7 @@ def test_metric_direction_and_presentation() -> None:
 
 
 def test_log_axis_bands_are_geometric() -> None:
-    from sparsebrain.experiments.report import _mean_curve
+    from sparsebrain.experiments.report.plots import _mean_curve
 
     # Two seeds at 1 and 100: a ± std band would reach below zero, which a log axis cannot show.
     _, centre, lo, hi = _mean_curve([([0.0, 1.0], [1.0, 1.0]), ([0.0, 1.0], [100.0, 100.0])], log=True)
@@ -540,7 +540,8 @@ def test_regrowth_rule_recorded_or_derived_from_the_preset() -> None:
 
 
 def test_score_variance_panels_never_mix_regrowth_rules(tmp_path: Path) -> None:
-    from sparsebrain.experiments.report import _score_variance_figure, _Style, plot_files
+    from sparsebrain.experiments.report import plot_files
+    from sparsebrain.experiments.report.plots import _score_variance_figure, _Style
 
     root = tmp_path / "runs"
     for seed in range(2):
@@ -581,7 +582,7 @@ def _one_layer_summary(root: Path, method: str, seed: int, hists: dict[str, list
 def test_degree_plot_names_fan_in_and_fan_out_of_a_hand_built_mask(tmp_path: Path) -> None:
     import torch
 
-    from sparsebrain.experiments.report import _degree_figure, _Style
+    from sparsebrain.experiments.report.plots import _degree_figure, _Style
     from sparsebrain.experiments.trainer import degree_hists
 
     # (out, in) = (3, 4), as nn.Linear.weight: output 0 takes every input; outputs 1 and 2 take input 0 only.
@@ -718,3 +719,46 @@ def test_printed_report_table_carries_its_caption(
     out = capsys.readouterr().out
     assert "| test acc % at best val acc |" in out
     assert "- `test acc % at best val acc`: the test accuracy at the evaluation of highest validation accuracy" in out
+
+
+def test_the_report_package_imports_no_torch() -> None:
+    """A report is built wherever run directories can be read: its modules (and the two helpers they import from
+    the rest of the package) import neither torch nor anything that does."""
+    import ast
+    from pathlib import Path
+
+    import sparsebrain.experiments.report as report
+
+    root = Path(report.__file__).parent
+    files = [*root.glob("*.py"), root.parent / "rundir.py", root.parents[1] / "_atomic.py"]
+    assert len(files) >= 9
+    for path in files:
+        tree = ast.parse(path.read_text())
+        typing_only = {  # imports under `if TYPE_CHECKING:` never run; one in `try: ... except ImportError` is optional
+            id(n)
+            for block in ast.walk(tree)
+            if (isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING")
+            or (
+                isinstance(block, ast.Try) and any(getattr(h.type, "id", None) == "ImportError" for h in block.handlers)
+            )
+            for n in ast.walk(block)
+        }
+        # the report's own modules: every import; the helpers: their module-level ones (the report calls no function
+        # of rundir that imports more)
+        nodes = ast.walk(tree) if path.parent == root else iter(tree.body)
+        for node in nodes:
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+                if node.level:  # relative: only the report's own modules, rundir and _atomic
+                    assert node.module is None or node.module.split(".")[-1] in {
+                        *(p.stem for p in root.glob("*.py")),
+                        "rundir",
+                        "_atomic",
+                    }, (path.name, node.module)
+            else:
+                continue
+            assert not any(n == "torch" or n.startswith("torch.") for n in names), (path.name, names)
