@@ -55,3 +55,31 @@ def test_config_changes_counts_keys_absent_from_a_saved_mapping() -> None:
     assert config_changes(saved, cfg) == []
     del saved["data"]["val_fraction"]
     assert config_changes(saved, cfg) == ["data.val_fraction"]
+
+
+def test_the_summary_gives_training_time_and_throughput_without_evaluations_and_across_a_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from sparsebrain.experiments import trainer
+
+    cfg = load_config(None, {**TINY, "train.epochs": 2, "train.threads": 1})
+    slow = trainer._Run.evaluate
+
+    def evaluate(self):  # type: ignore[no-untyped-def]
+        with self.aside():
+            time.sleep(0.2)  # an evaluation that takes long: it must not count as training
+        return slow(self)
+
+    monkeypatch.setattr(trainer._Run, "evaluate", evaluate)
+    run = tmp_path / "run"
+    first = train(cfg, run, quiet=True)
+    assert first["wall_time_s"] - first["train_time_s"] >= 0.2 * 2  # two evaluations set aside
+    rate = first["throughput"]
+    assert rate["steps_per_s"] == pytest.approx(first["steps"] / first["train_time_s"])
+    assert rate["samples_per_s"] == pytest.approx(rate["steps_per_s"] * 256)
+    (run / "summary.json").unlink()  # killed after the last checkpoint: the resumed run finishes from the state
+    resumed = train(cfg, run, resume=True, quiet=True)
+    assert resumed["wall_time_s"] - resumed["train_time_s"] >= 0.2  # the first process's evaluations, carried over
+    assert 0 < resumed["train_time_s"] <= resumed["wall_time_s"]

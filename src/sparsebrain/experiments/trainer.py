@@ -5,6 +5,7 @@ The run directory layout is described in ``docs/run-directory.md``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ class _State:
     loss_sum: float = 0.0  # training loss summed since the last evaluation
     loss_count: int = 0  # steps in that sum
     wall: float = 0.0  # training seconds before this process
+    aside: float = 0.0  # of all the seconds so far, those spent evaluating and checkpointing
 
 
 class _SignalGuard:
@@ -362,6 +364,18 @@ class _Run:
         """Seconds of training so far, over every process that ran it."""
         return self.state.wall + time.perf_counter() - self.start
 
+    @contextlib.contextmanager
+    def aside(self) -> Iterator[None]:
+        """Times an evaluation or a checkpoint, to be told apart from training in the throughput: the device's
+        queued training work is finished first, so that it counts as training."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.state.aside += time.perf_counter() - t0
+
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continues from ``ckpt``: model, optimizer, scheduler, sparsifier, counters and random state."""
         try:
@@ -386,6 +400,10 @@ class _Run:
         )
 
     def checkpoint(self) -> None:
+        with self.aside():
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
         device = self.device
         rng = {
             "cpu": torch.get_rng_state(),
@@ -407,7 +425,7 @@ class _Run:
     def evaluate(self) -> dict[str, Any]:
         task, state = self.task, self.state
         self.model.eval()
-        with torch.no_grad(), autocast(self.device, self.cfg.train.amp):
+        with self.aside(), torch.no_grad(), autocast(self.device, self.cfg.train.amp):
             values = task.evaluate()
         self.model.train()
         st = self.sparsifier.stats()
@@ -441,10 +459,12 @@ class _Run:
         """The summary (written to the run directory) of the finished run."""
         task = self.task
         final = task.final_metrics()
+        wall = self.wall()
         summary = _summary(
-            self.cfg, self.run_dir, task, self.sparsifier, self.metrics, self.device, self.wall(), task.total_steps,
+            self.cfg, self.run_dir, task, self.sparsifier, self.metrics, self.device, wall, task.total_steps,
             command, final,
         )  # fmt: skip
+        summary.update(_throughput(task, wall - self.state.aside))
         summary.update(_retrain_report(reference, task.metric, summary["metrics"][task.metric], task.higher_is_better))
         atomic_write_json(self.run_dir / SUMMARY, summary)
         return summary
@@ -628,6 +648,18 @@ def _retrain_report(reference: dict[str, Any] | None, metric: str, value: float,
     recovered = (value / ref if higher else ref / value) if ref and value else float("nan")
     return {"init_from": {"run_dir": reference.get("run_dir"), "method": reference.get("method"),
                           metric: ref, "recovered": recovered}}  # fmt: skip
+
+
+def _throughput(task: Task, train_s: float) -> dict[str, Any]:
+    """The summary's ``train_time_s`` (training alone: evaluations and checkpoints left out) and ``throughput``:
+    optimizer steps per second and, where a step's size is fixed, its units (tokens, samples) per second."""
+    rate: dict[str, float] = {}
+    if train_s > 0:
+        rate["steps_per_s"] = task.total_steps / train_s
+        size = task.per_step()
+        if size is not None:
+            rate[f"{size[1]}_per_s"] = task.total_steps * size[0] / train_s
+    return {"train_time_s": train_s, "throughput": rate}
 
 
 def _summary(
