@@ -237,3 +237,17 @@ def test_semi_structured_training_tiny_run_times_dense_masked_and_2_4_layers_and
     assert all(model[k]["step_ms"] > 0 for k in ("dense", "masked", "semi_structured"))
     assert model["semi_structured"]["sparse_layers"] == 14  # q/k/v/o/gate/up/down of both blocks
     assert report["targets"][-1]["at_least"] == 1.1
+
+
+def test_trainer_throughput_counts_flops_as_6n_plus_attention() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from trainer_throughput import ONE_B, flops_per_token
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    # by hand: per layer q, k, v, o (d x d) and gate, up, down (d x intermediate), then the head (vocab x d)
+    for size, options, d, layers, inter in (("llama-tiny", {}, 64, 2, 172), ("llama-130m", ONE_B, 2048, 8, 5504)):
+        flops, terms = flops_per_token(size, options, 256, 1000)
+        n = layers * (4 * d * d + 3 * d * inter) + 1000 * d
+        assert terms == {"N_linear": n, "layers": layers, "dim": d, "context": 256}
+        assert flops == 6 * n + 12 * layers * 256 * d

@@ -79,6 +79,11 @@ def test_the_summary_gives_training_time_and_throughput_without_evaluations_and_
     rate = first["throughput"]
     assert rate["steps_per_s"] == pytest.approx(first["steps"] / first["train_time_s"])
     assert rate["samples_per_s"] == pytest.approx(rate["steps_per_s"] * 256)
+    import json
+
+    evals = [e for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if e["event"] == "eval"]
+    assert len(evals) == 2 and "train_time_s" not in first["metrics"]
+    assert 0 < evals[0]["train_time_s"] < evals[1]["train_time_s"] <= evals[1]["wall_time_s"] - 0.4
     (run / "summary.json").unlink()  # killed after the last checkpoint: the resumed run finishes from the state
     resumed = train(cfg, run, resume=True, quiet=True)
     assert resumed["wall_time_s"] - resumed["train_time_s"] >= 0.2  # the first process's evaluations, carried over

@@ -441,6 +441,7 @@ class _Run:
             "anp": st["anp"],
             "lr": self.opt.param_groups[0]["lr"],
             "wall_time_s": wall,
+            "train_time_s": wall - state.aside,  # this evaluation included in what is set aside
         }
         _append(self.metrics, event)
         state.loss_sum, state.loss_count = 0.0, 0
@@ -682,7 +683,7 @@ def _summary(
     # never picks its own evaluation.
     at_final = at_final_density(evals)
     pick = (max if task.higher_is_better else min)(at_final, key=lambda e: e[sel])
-    reserved = {"event", "step", "epoch", "density", "anp", "lr", "wall_time_s"}
+    reserved = {"event", "step", "epoch", "density", "anp", "lr", "wall_time_s", "train_time_s"}
     st = sparsifier.stats()
     commit, dirty = git_state()
     layers = {}
