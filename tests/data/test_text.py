@@ -157,6 +157,26 @@ def test_get_batch_gives_contiguous_windows_and_targets_shifted_by_one() -> None
     assert torch.equal(x, again) and not torch.equal(x, other)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batches_gathered_on_the_device_are_the_cpu_ones_and_the_stream_is_copied_once() -> None:
+    data = arange_data(n_train=5000)
+    for step in range(3):
+        x, y = data.get_batch("train", 16, 10, generator=torch.Generator().manual_seed(step))
+        xd, yd = data.get_batch("train", 16, 10, generator=torch.Generator().manual_seed(step), device="cuda")
+        assert xd.is_cuda and torch.equal(xd.cpu(), x) and torch.equal(yd.cpu(), y)
+    assert list(data._on_device) == [("train", torch.device("cuda"))]
+
+
+def test_batches_for_another_device_are_built_there_from_the_cpu_draws() -> None:
+    data = arange_data()
+    x, _ = data.get_batch("train", 8, 10, generator=torch.Generator().manual_seed(3))
+    xm, ym = data.get_batch("train", 8, 10, generator=torch.Generator().manual_seed(3), device="meta")
+    assert xm.is_meta and ym.is_meta and xm.shape == x.shape and xm.dtype == x.dtype  # no real copy: meta
+    assert list(data._on_device) == [("train", torch.device("meta"))]
+    cpu, _ = data.get_batch("train", 8, 10, generator=torch.Generator().manual_seed(3), device="cpu")
+    assert torch.equal(cpu, x) and len(data._on_device) == 1  # the CPU path gathers from the stream itself
+
+
 def test_get_batch_reaches_both_ends_and_rejects_a_too_long_window() -> None:
     data = arange_data(n_valid=11)
     x, y = data.get_batch("valid", 4, 10)  # seq_len + 1 == length: one possible window

@@ -390,6 +390,10 @@ class LMData:
     vocab_size: int
     eos_id: int
     name: str = "text"
+    # the token streams copied to a device once, for batches gathered there: {(split, device): stream}
+    _on_device: dict[tuple[str, torch.device], Tensor] = dataclasses.field(
+        default_factory=dict, init=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for split in SPLITS:
@@ -466,13 +470,20 @@ class LMData:
         data = self._stream(split, seq_len)
         check_positive_int(batch_size, "batch_size")
         T = seq_len
-        starts = torch.randint(0, data.numel() - T, (batch_size,), generator=generator)  # (B,)
-        idx = starts[:, None] + torch.arange(T + 1)  # (B, T + 1)
+        starts = torch.randint(0, data.numel() - T, (batch_size,), generator=generator)  # (B,): the same on any device
+        where = torch.device(device) if device is not None else torch.device("cpu")
+        if where.type != "cpu":
+            # The windows are gathered where they are used, from a copy of the stream made once: only the B starts
+            # cross, and on CUDA from pinned memory without waiting (a pageable copy would wait for the GPU's queue
+            # every step, so the host could not run ahead of it).
+            key = (split, where)
+            if key not in self._on_device:
+                self._on_device[key] = data.to(where)
+            data = self._on_device[key]
+            starts = starts.pin_memory().to(where, non_blocking=True) if where.type == "cuda" else starts.to(where)
+        idx = starts[:, None] + torch.arange(T + 1, device=where)  # (B, T + 1)
         window = data[idx].long()  # (B, T + 1)
-        x, y = window[:, :-1], window[:, 1:]
-        if device is not None:
-            x, y = x.to(device), y.to(device)
-        return x, y
+        return window[:, :-1], window[:, 1:]
 
     def iter_eval(
         self, split: str, batch_size: int, seq_len: int, drop_last: bool = False
