@@ -21,8 +21,7 @@ def _rel(got: torch.Tensor, ref: torch.Tensor) -> float:
 
 def _slots_of(weight: torch.Tensor, mask: torch.Tensor) -> torch.nn.Parameter:
     """The value slots of the dense ``weight`` on ``mask``, as a trainable parameter."""
-    slot, kept = packed24.slot_masks(mask)
-    return torch.nn.Parameter((weight[slot] * kept.reshape(-1)).view(kept.shape))
+    return torch.nn.Parameter(packed24.slots_from_dense(weight, *packed24.slot_masks(mask)))
 
 
 @pytest.mark.parametrize(("fast", "kernel"), [(True, "triton"), (True, "gather"), (False, "gather")])

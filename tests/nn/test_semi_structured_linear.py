@@ -25,6 +25,7 @@ from sparsebrain.kernels.packed24 import (
     slot_layout,
     slot_masks,
     slots,
+    slots_from_dense,
     transposable_problem,
 )
 from sparsebrain.topology import is_transposable, random_transposable_mask
@@ -272,8 +273,7 @@ def test_outputs_and_gradients_match_the_masked_layer_through_optimizer_steps(
             assert _rel(semi.bias.grad, masked.bias.grad) < 1e-2
         # the same gradient for both (the masked one, at the slots), so that the fused steps keep them on one
         # trajectory: the next forward must see that the fused step (which bumps no version counter) changed them
-        slot, kept = slot_masks(semi.mask)
-        semi.values.grad = (masked.weight.grad[slot] * kept.reshape(-1)).view(kept.shape)
+        semi.values.grad = slots_from_dense(masked.weight.grad, *slot_masks(semi.mask))
         for opt in opts:
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -42,9 +42,11 @@ __all__ = [
     "layout_holds",
     "linear24",
     "linear24_reference",
+    "link_index",
     "slot_layout",
     "slot_masks",
     "slots",
+    "slots_from_dense",
     "transposable_problem",
 ]
 
@@ -171,6 +173,35 @@ def dense_from_slots(values: Tensor, slot: Tensor, kept: Tensor) -> Tensor:
     return torch.zeros(slot.shape, dtype=values.dtype, device=values.device).masked_scatter(slot, held)
 
 
+def slots_from_dense(weight: Tensor, slot: Tensor, kept: Tensor) -> Tensor:
+    """The value slots ``(out, in / 2)`` of the dense ``(out, in)`` ``weight`` (``slot``, ``kept`` from
+    :func:`slot_masks`): its entries at the slots, zero at slots that are not links; the inverse of
+    :func:`dense_from_slots`.
+
+    Example:
+        >>> slot, kept = slot_masks(torch.tensor([[True, False, False, True]]))
+        >>> slots_from_dense(torch.tensor([[2.0, 5.0, 0.0, 3.0]]), slot, kept).tolist()
+        [[2.0, 3.0]]
+    """
+    return (weight[slot] * kept.reshape(-1)).view(kept.shape)
+
+
+def link_index(slot: Tensor, kept: Tensor) -> tuple[Tensor, Tensor]:
+    """Where each link's value is among the value slots: for every flat position of ``W``, the index of its slot in
+    row-major slot order if it is a link, else -1 (int64, ``out * in``); and the flat positions of the slots.
+
+    Example:
+        >>> index, positions = link_index(*slot_masks(torch.tensor([[True, False, False, True]])))
+        >>> index.tolist(), positions.tolist()
+        ([0, -1, -1, 1], [0, 3])
+    """
+    positions = slot.reshape(-1).nonzero().squeeze(1)
+    links = kept.reshape(-1)
+    index = torch.full((slot.numel(),), -1, dtype=torch.int64, device=slot.device)
+    index[positions[links]] = torch.arange(positions.numel(), device=slot.device)[links]
+    return index, positions
+
+
 # (out, in, tokens, dtype, device) -> the algorithms of X W^T and dY W (a model has a few shapes and many layers)
 _SEARCHED: dict[tuple[Any, ...], tuple[int, int]] = {}
 
@@ -219,13 +250,10 @@ class Packed24:
         if self._indices is None:
             out_features, in_features = self.mask.shape
             slot, kept = slot_masks(self.mask)
-            rows = slot.reshape(-1).nonzero().squeeze(1)
+            index, rows = link_index(slot, kept)
             by_col = slots(self.mask.t().contiguous()).reshape(-1).nonzero().squeeze(1)  # positions of W^T ...
             at = (by_col % out_features) * in_features + by_col // out_features  # ... as positions of W
-            index = torch.full((self.mask.numel(),), -1, dtype=torch.int64, device=self.mask.device)
-            kept = kept.reshape(-1)
-            index[rows[kept]] = torch.arange(rows.numel(), device=rows.device)[kept]
-            self._indices = rows, kept, index[at]
+            self._indices = rows, kept.reshape(-1), index[at]
         return self._indices
 
     def search_(self, tokens: int) -> None:

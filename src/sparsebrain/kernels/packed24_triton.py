@@ -38,6 +38,12 @@ def _pick(w, i0, i1, axis: tl.constexpr, j):
 
 
 @triton.jit
+def _links_only(first, second, code):
+    """``first`` and ``second``, the values at a group's two slots, zeroed where ``code`` says a slot is no link."""
+    return tl.where((code >> 4 & 1) == 1, first, 0.0), tl.where((code >> 5 & 1) == 1, second, 0.0)
+
+
+@triton.jit
 def _spread_kernel(
     prefix, prefix_t, values, codes, codes_t, out_f, in_f, BA: tl.constexpr, BB: tl.constexpr
 ):  # fmt: skip
@@ -54,8 +60,7 @@ def _spread_kernel(
     live_g = (r[:, None] < out_f) & (g[None, :] < in_f // 4)
     code = tl.load(codes + r64[:, None] * (in_f // 4) + g[None, :], mask=live_g, other=0).to(tl.int32)
     first, second = tl.split(tl.reshape(v, (R, BB, 2)))
-    first = tl.where((code >> 4 & 1) == 1, first, 0.0)  # a slot that is not a link holds zero
-    second = tl.where((code >> 5 & 1) == 1, second, 0.0)
+    first, second = _links_only(first, second, code)  # a slot that is not a link holds zero
     tl.store(prefix + r64[:, None] * (in_f // 2) + s[None, :],
              tl.reshape(tl.join(first, second), (R, 2 * BB)).to(prefix.dtype.element_ty), mask=live_s)  # fmt: skip
     # the dense tile, (R, BB, 4) -> (R, C), then its column groups: (BA, 4, C), written row-major into W^T's slots
@@ -92,8 +97,7 @@ def _slot_gather_kernel(grad, dense, codes, out_f, in_f, BA: tl.constexpr, BB: t
     j = tl.arange(0, 4)
     first, second = _pick(tl.reshape(w, (R, BB, 4)), (code & 3)[:, :, None], (code >> 2 & 3)[:, :, None], 2,
                           j[None, None, :])  # fmt: skip
-    first = tl.where((code >> 4 & 1) == 1, first, 0.0)
-    second = tl.where((code >> 5 & 1) == 1, second, 0.0)
+    first, second = _links_only(first, second, code)
     s = tl.program_id(1) * 2 * BB + tl.arange(0, 2 * BB)
     tl.store(grad + r64[:, None] * (in_f // 2) + s[None, :],
              tl.reshape(tl.join(first, second), (R, 2 * BB)).to(grad.dtype.element_ty),

@@ -12,7 +12,15 @@ from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..kernels import cusparselt
-from ..kernels.packed24 import Packed24, dense_from_slots, linear24, slot_masks, transposable_problem
+from ..kernels.packed24 import (
+    Packed24,
+    dense_from_slots,
+    linear24,
+    link_index,
+    slot_masks,
+    slots_from_dense,
+    transposable_problem,
+)
 from .compressed_linear import _swap_data, _values_to_linear
 from .layer import LAYERS, SparseLayer, StateMoved
 from .sharding import is_sharded
@@ -113,10 +121,9 @@ class SemiStructuredSparseLinear(SparseLayer):
         self._topology_changed()
         slot, kept = self._slots()
         with torch.no_grad():  # the same Parameter object, its value slots now (zero at slots that are not links)
-            _swap_data(linear.weight, (linear.weight.data[slot] * kept.reshape(-1)).view(kept.shape))
+            _swap_data(linear.weight, slots_from_dense(linear.weight.data, slot, kept))
         self.values = linear.weight
         self.bias = linear.bias
-        self._fresh: tuple[int, int, int] | None = None  # _values_key() when the values were last copied in
         self._tokens = 0  # the first sparse call's tokens: what the products' algorithms are searched for
         self._capture = False
         self._dense_grad: Tensor | None = None
@@ -149,7 +156,7 @@ class SemiStructuredSparseLinear(SparseLayer):
     def _topology_changed(self) -> None:
         self._slot_cache: tuple[Tensor, Tensor, Tensor] | None = None
         self._packed: Packed24 | None = None
-        self._fresh = None
+        self._fresh: tuple[int, int, int] | None = None  # _values_key() when the values were last copied in
 
     def _slots(self) -> tuple[Tensor, Tensor]:
         """``(slot, kept)`` of the current mask (:func:`~sparsebrain.kernels.packed24.slot_masks`), kept until the
@@ -174,11 +181,7 @@ class SemiStructuredSparseLinear(SparseLayer):
     @torch.no_grad()
     def rewire_(self, mask: Tensor) -> dict[str, Tensor | StateMoved]:
         mask = self._checked(mask.to(self.mask.device))
-        slot, kept = self._slots()
-        old = slot.reshape(-1).nonzero().squeeze(1)  # the flat positions of the old slots
-        index = torch.full((self.mask.numel(),), -1, dtype=torch.int64, device=self.mask.device)
-        links = kept.reshape(-1)
-        index[old[links]] = torch.arange(old.numel(), device=old.device)[links]  # where each old link's value is
+        index, _ = link_index(*self._slots())  # where each old link's value is
         self.mask.copy_(mask)
         self._topology_changed()
         slot, kept = self._slots()
@@ -267,8 +270,7 @@ class SemiStructuredSparseLinear(SparseLayer):
                     "off the mask first"
                 )
                 return
-            slot, kept = slot_masks(mask.to(weight.device))
-            state_dict[prefix + "values"] = (weight.detach()[slot] * kept.reshape(-1)).view(kept.shape)
+            state_dict[prefix + "values"] = slots_from_dense(weight.detach(), *slot_masks(mask.to(weight.device)))
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
